@@ -1,0 +1,199 @@
+"""Export an ArchConfig (and optionally weights) as a transformers model folder or in star's own format.
+
+`--format hf` maps the LFM2 family (short conv + GQA + SwiGLU, uniform sizes) to `Lfm2Config` and an
+all-attention Transformer++ to `Qwen3Config`; anything transformers cannot express is refused with
+the reason, and `--format native` (our ArchConfig JSON + safetensors in our names) always works.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from star.arch import ArchConfig, AttentionMixer, ShortConvMixer, SwiGLUFFN
+from star.errors import StarError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def hf_family(config: ArchConfig) -> str:
+    """'lfm2' or 'qwen3' when transformers can express the architecture; StarError with the reason."""
+    reasons = _hf_refusals(config)
+    if reasons:
+        raise StarError(f"{config.name} cannot be exported as a transformers config: {reasons[0]} "
+                        "(use --format native)")
+    has_conv = any(isinstance(b.mixer, ShortConvMixer) for b in config.blocks)
+    return "lfm2" if has_conv else "qwen3"
+
+
+def _hf_refusals(config: ArchConfig) -> list[str]:
+    reasons = []
+    for i, block in enumerate(config.blocks):
+        if not isinstance(block.mixer, ShortConvMixer | AttentionMixer):
+            reasons.append(f"block {i} uses a {block.mixer.kind} mixer (only short_conv and attention map)")
+        if not isinstance(block.ffn, SwiGLUFFN):
+            reasons.append(f"block {i} has no SwiGLU feed-forward")
+        if block.share_weights_with is not None or block.share_kv_with is not None:
+            reasons.append(f"block {i} shares weights or KV cache with another block")
+        if isinstance(block.mixer, AttentionMixer):
+            if block.mixer.window:
+                reasons.append(f"block {i} uses sliding-window attention")
+            if not block.mixer.qk_norm:
+                reasons.append(f"block {i} attention has no QK-norm")
+    if reasons:
+        return reasons
+    if len({b.ffn.hidden for b in config.blocks}) > 1:
+        reasons.append("feed-forward widths differ between blocks")
+    attention = {(b.mixer.num_heads, b.mixer.num_kv_heads, b.mixer.head_dim)
+                 for b in config.blocks if isinstance(b.mixer, AttentionMixer)}
+    convs = {b.mixer.kernel for b in config.blocks if isinstance(b.mixer, ShortConvMixer)}
+    if len(attention) > 1:
+        reasons.append("attention heads, KV heads or head_dim differ between blocks")
+    if len(convs) > 1:
+        reasons.append("short-conv kernels differ between blocks")
+    if convs and attention:
+        heads, _, head_dim = next(iter(attention))
+        if heads * head_dim != config.hidden_size:
+            reasons.append(f"LFM2 needs heads·head_dim = hidden_size ({heads}·{head_dim} ≠ {config.hidden_size})")
+    return reasons
+
+
+def to_hf_config(config: ArchConfig) -> Any:
+    """The transformers config (Lfm2Config or Qwen3Config) for an expressible architecture."""
+    from transformers import Lfm2Config, Qwen3Config
+
+    family = hf_family(config)
+    attention = [b.mixer for b in config.blocks if isinstance(b.mixer, AttentionMixer)]
+    common = {
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.blocks[0].ffn.hidden,
+        "num_hidden_layers": len(config.blocks),
+        "max_position_embeddings": config.max_position_embeddings,
+        "tie_word_embeddings": config.tie_embeddings,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+    }
+    if family == "qwen3":
+        a = attention[0]
+        return Qwen3Config(**common, num_attention_heads=a.num_heads, num_key_value_heads=a.num_kv_heads,
+                           head_dim=a.head_dim, rms_norm_eps=config.norm_eps, architectures=["Qwen3ForCausalLM"])
+    if attention:
+        heads, kv_heads = attention[0].num_heads, attention[0].num_kv_heads
+    else:  # all-conv: transformers still wants head counts; any divisor of the width will do
+        heads = kv_heads = 1
+    kernel = next(b.mixer.kernel for b in config.blocks if isinstance(b.mixer, ShortConvMixer))
+    layer_types = ["full_attention" if isinstance(b.mixer, AttentionMixer) else "conv" for b in config.blocks]
+    return Lfm2Config(**common, num_attention_heads=heads, num_key_value_heads=kv_heads, norm_eps=config.norm_eps,
+                      conv_L_cache=kernel, conv_bias=False, block_auto_adjust_ff_dim=False,
+                      layer_types=layer_types, architectures=["Lfm2ForCausalLM"])
+
+
+# Our module names follow LFM2's; Qwen3 renames a few.
+_QWEN3_RENAMES = {
+    ".operator_norm.": ".input_layernorm.",
+    ".ffn_norm.": ".post_attention_layernorm.",
+    ".mixer.out_proj.": ".self_attn.o_proj.",
+    ".mixer.q_layernorm.": ".self_attn.q_norm.",
+    ".mixer.k_layernorm.": ".self_attn.k_norm.",
+    ".mixer.": ".self_attn.",
+    ".feed_forward.w1.": ".mlp.gate_proj.",
+    ".feed_forward.w3.": ".mlp.up_proj.",
+    ".feed_forward.w2.": ".mlp.down_proj.",
+}
+
+
+def hf_state_dict(model: Any) -> dict[str, Any]:
+    """Our weights under transformers' names (tied LM head left out: transformers ties it)."""
+    config: ArchConfig = model.config
+    family = hf_family(config)
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name == "embedding_norm.weight":
+            hf = "model.norm.weight" if family == "qwen3" else "model.embedding_norm.weight"
+        elif name == "lm_head.weight":
+            hf = name
+        elif name.startswith("layers."):
+            hf = "model." + name
+            if family == "qwen3":
+                for ours, theirs in _QWEN3_RENAMES.items():
+                    if ours in hf:
+                        hf = hf.replace(ours, theirs)
+                        break
+            else:
+                index = int(name.split(".")[1])
+                kind = "self_attn" if isinstance(config.blocks[index].mixer, AttentionMixer) else "conv"
+                hf = hf.replace(".mixer.", f".{kind}.")
+        else:
+            hf = "model." + name
+        out[hf] = tensor.detach().clone().contiguous()
+    return out
+
+
+def load_config(path: str | Path) -> ArchConfig:
+    """Read a native config.json (or any file holding ArchConfig JSON), with one-line errors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    if not path.is_file():
+        raise StarError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise StarError(f"cannot read config file {str(path)!r}: {err}") from None
+    return ArchConfig.from_json(text, source=f"config file {str(path)!r}")
+
+
+def build_model(config: ArchConfig, seed: int = 0, weights_from: str | Path | None = None) -> Any:
+    """Our model with seeded random weights, or the native safetensors file `weights_from`."""
+    import torch
+    from safetensors.torch import load_model
+
+    from star.model import StarLM
+
+    torch.manual_seed(seed)
+    model = StarLM(config)
+    if weights_from is not None:
+        path = Path(weights_from)
+        if path.is_dir():
+            path = path / WEIGHTS_FILE
+        if not path.is_file():
+            raise StarError(f"weights file {str(path)!r} does not exist")
+        try:
+            missing, unexpected = load_model(model, str(path), strict=False)
+        except Exception as err:  # safetensors raises several types for bad files
+            raise StarError(f"cannot load weights {str(path)!r}: {str(err).splitlines()[0]}") from None
+        if missing or unexpected:
+            first = (list(missing) + list(unexpected))[0]
+            raise StarError(f"weights {str(path)!r} do not fit this architecture (e.g. {first!r})")
+    return model.eval()
+
+
+def export(config: ArchConfig, out_dir: str | Path, fmt: str, weights: bool = False, seed: int = 0,
+           weights_from: str | Path | None = None, force: bool = False) -> list[Path]:
+    """Write config.json (and model.safetensors with `weights`) to `out_dir`; return the files."""
+    out = Path(out_dir)
+    if fmt not in ("hf", "native"):
+        raise StarError(f"unknown export format {fmt!r} (use hf or native)")
+    if out.exists() and not out.is_dir():
+        raise StarError(f"output {str(out)!r} exists and is not a folder")
+    if (out / CONFIG_FILE).exists() and not force:
+        raise StarError(f"{str(out / CONFIG_FILE)!r} already exists (pass --force to overwrite)")
+    payload = to_hf_config(config).to_dict() if fmt == "hf" else config.to_dict()
+    model = build_model(config, seed, weights_from) if weights or weights_from else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / CONFIG_FILE]
+        (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        if model is not None:
+            from safetensors.torch import save_file, save_model
+
+            if fmt == "hf":
+                save_file(hf_state_dict(model), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+            else:
+                save_model(model, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+            written.append(out / WEIGHTS_FILE)
+    except OSError as err:
+        raise StarError(f"cannot write to {str(out)!r}: {err.strerror}") from None
+    return written
