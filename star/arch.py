@@ -7,7 +7,8 @@ imports torch, so the searcher can account for thousands of candidates without b
 Accounting conventions (see docs/accounting.md):
 - params: every trainable scalar, counted once even when shared between blocks.
 - cache bytes: what a decoder keeps between tokens (KV cache, convolution windows, recurrent states),
-  at a given context length, in `dtype_bytes` per value.
+  at a given context length, in `dtype_bytes` per value, except recurrent states, which the module
+  always keeps in fp32 (4 bytes per value).
 - FLOPs: 2 per multiply-accumulate of matrix products and convolutions, 1 per elementwise gate
   multiply; norms, softmax, activations and rotary embeddings are left out (they are a rounding
   error next to the products at every size we search).  `flops(tokens, context)` is the cost of
@@ -133,7 +134,7 @@ class RecurrenceMixer:
     def flops(self, hidden: int, tokens: int, context: int) -> int:
         inner = self.num_heads * self.head_dim
         projections = 2 * hidden * (3 * inner + self.num_heads) + 2 * inner * hidden
-        state = 2 * self.num_heads * self.head_dim * self.head_dim  # decay + outer-product update
+        state = 3 * self.num_heads * self.head_dim * self.head_dim  # decay gate (1) + outer-product accumulate (2)
         readout = 2 * self.num_heads * self.head_dim * self.head_dim
         return tokens * (projections + state + readout)
 
@@ -343,11 +344,13 @@ class ArchConfig:
         return self.params() - self.embedding_params()
 
     def cache_bytes(self, context: int, dtype_bytes: int = 2) -> int:
+        """Decode-state bytes after `context` tokens; recurrent states are always kept in fp32 (4 bytes)."""
         total = 0
         for block in self.blocks:
             if block.owns_kv:
-                total += block.mixer.cache_values(self.hidden_size, context)
-        return total * dtype_bytes
+                value_bytes = 4 if isinstance(block.mixer, RecurrenceMixer) else dtype_bytes
+                total += block.mixer.cache_values(self.hidden_size, context) * value_bytes
+        return total
 
     def flops(self, tokens: int, context: int = 0) -> int:
         d = self.hidden_size

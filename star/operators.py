@@ -91,15 +91,15 @@ class ShortConv(nn.Module):
             past = u.new_zeros(u.shape[0], self.hidden, self.kernel - 1)
         padded = torch.cat([past, u], dim=-1)
         y = F.conv1d(padded, self.filter().to(u.dtype), groups=self.hidden)
-        if state is not None:
-            state["window"] = padded[..., padded.shape[-1] - (self.kernel - 1):]
+        if state is not None:  # keep the cache in the dtype it was created with
+            state["window"] = padded[..., padded.shape[-1] - (self.kernel - 1):].to(state["window"].dtype)
         return self.out_proj(c_gate * y.transpose(1, 2))
 
     def step(self, x: Tensor, state: State, ctx: Context | None = None) -> Tensor:
         b_gate, c_gate, h = self.in_proj(x).chunk(3, dim=-1)
         window = torch.cat([state["window"].to(h.dtype), (b_gate * h).unsqueeze(-1)], dim=-1)
         y = (window * self.filter()[:, 0, :].to(h.dtype)).sum(-1)
-        state["window"] = window[..., 1:]
+        state["window"] = window[..., 1:].to(state["window"].dtype)
         return self.out_proj(c_gate * y)
 
 
@@ -174,7 +174,9 @@ class Attention(nn.Module):
                 k = torch.cat([state["k"].to(k.dtype), k], dim=2)
                 v = torch.cat([state["v"].to(v.dtype), v], dim=2)
                 keep = k.shape[2] if cfg.window == 0 else min(k.shape[2], cfg.window)
-                state["k"], state["v"] = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:]
+                cache_dtype = state["k"].dtype  # keep the cache in the dtype it was created with
+                state["k"] = k[:, :, k.shape[2] - keep:].to(cache_dtype)
+                state["v"] = v[:, :, v.shape[2] - keep:].to(cache_dtype)
             ctx.shared_kv[ctx.layer] = (k, v)
         else:
             k, v = ctx.shared_kv[self.kv_source]
