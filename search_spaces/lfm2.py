@@ -10,9 +10,7 @@ model, the KV heads of an all-convolution one) is canonically 0.
 
 from __future__ import annotations
 
-import math
-
-from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, SwiGLUFFN
+from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, SwiGLUFFN, ffn_hidden
 from star.errors import StarError
 from star.genome import Gene, Genome, SearchSpace, index_of
 
@@ -25,11 +23,6 @@ HEAD_DIM = 64
 NUM_BLOCKS = 16
 FIXED = {"vocab_size": 65536, "norm_eps": 1e-5, "rope_theta": 1_000_000.0, "tie_embeddings": True,
          "max_position_embeddings": 128_000}
-
-
-def ffn_hidden(width: int, ratio: float) -> int:
-    """SwiGLU width: ratio·width rounded up to a multiple of 256 (LFM2's rounding)."""
-    return 256 * math.ceil(ratio * width / 256)
 
 
 class Lfm2Space(SearchSpace):

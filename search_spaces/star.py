@@ -22,7 +22,6 @@ canonically 0).  Attention and recurrence heads are width / 64 with head_dim 64.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from star.arch import (
@@ -37,6 +36,7 @@ from star.arch import (
     RecurrenceMixer,
     ShortConvMixer,
     SwiGLUFFN,
+    ffn_hidden,
 )
 from star.errors import StarError
 from star.genome import Gene, Genome, SearchSpace, index_of
@@ -81,7 +81,7 @@ def make_ffn(index: int, width: int) -> FFN | None:
     if FFNS[index] is None:
         return None
     kind, ratio = FFNS[index]
-    hidden = 256 * math.ceil(ratio * width / 256)
+    hidden = ffn_hidden(width, ratio)
     return SwiGLUFFN(hidden=hidden) if kind == "swiglu" else MLPFFN(hidden=hidden)
 
 

@@ -19,6 +19,7 @@ Accounting conventions (see docs/accounting.md):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -204,6 +205,11 @@ class MLPFFN:
 
 FFN = SwiGLUFFN | MLPFFN
 FFNS: dict[str, type] = {f.kind: f for f in (SwiGLUFFN, MLPFFN)}
+
+
+def ffn_hidden(width: int, ratio: float, multiple_of: int = 256) -> int:
+    """A feed-forward width of `ratio`·`width`, rounded up to a multiple of `multiple_of` (as LFM2 rounds)."""
+    return multiple_of * math.ceil(ratio * width / multiple_of)
 
 
 def lfm2_ffn_hidden(intermediate_size: int, multiplier: float = 1.0, multiple_of: int = 256) -> int:
