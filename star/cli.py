@@ -63,6 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("spaces", help="list the search spaces")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("tasks", help="list the 50 tasks of the evaluation suite")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("eval", help="train an architecture's proxy on the suite and score all 50 tasks")
+    _add_source(p)
+    p.add_argument("--fidelity", default="2",
+                   help="training budget: 0 screen (128K tokens), 1 low (256K), 2 default (512K), 3 high (2M), "
+                        "or a token count such as 64K")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and training data (default 0)")
+    p.add_argument("--corpus", help="your own text for the real-text tasks: a file, a folder, or Parquet with 'text'")
+    p.add_argument("--tasks", help="comma-separated task names to score (default: all; training is unchanged)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores this process may use)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast where bf16 is native (AVX-512 BF16, AMX, CUDA), else fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the proxy: ~1.3x faster steps, but a cold compile costs tens of seconds")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--out", help="also write per-task scores to this Parquet file")
     return parser
 
 
@@ -216,12 +236,105 @@ def cmd_spaces(args: argparse.Namespace) -> None:
         print(f"{row['name']:<8} {row['genes']:>4} genes  {row['doc']}")
 
 
+def cmd_tasks(args: argparse.Namespace) -> None:
+    from star.evaluators.tasks import task_list
+
+    rows = task_list()
+    if args.json:
+        _print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"The evaluation suite ({len(rows)} tasks)")
+    for column in ("name", "category", "metric", "description"):
+        table.add_column(column, style="bold" if column == "name" else None)
+    for row in rows:
+        table.add_row(row["name"], row["category"], row["metric"], row["description"])
+    Console().print(table)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from star.errors import StarError
+    from star.evaluators.suite import evaluate, get_fidelity, load_corpus, write_parquet
+    from star.evaluators.tasks import VOCAB_SIZE, task_list
+
+    fidelity = get_fidelity(args.fidelity)
+    names = [n for n in (args.tasks or "").replace(" ", "").split(",") if n]
+    known = {t["name"] for t in task_list()}
+    for name in names:
+        if name not in known:
+            raise StarError(f"unknown task {name!r}; `star tasks` lists the {len(known)} tasks")
+    if args.threads is not None and args.threads < 1:
+        raise StarError(f"--threads must be >= 1, got {args.threads}")
+    if args.out and not args.out.endswith(".parquet"):
+        raise StarError(f"--out {args.out}: expected a .parquet file name")
+    corpus = load_corpus(args.corpus)
+    config = _resolve_config(args)
+    if config.vocab_size != VOCAB_SIZE:
+        from star.scaling import to_proxy
+
+        sys.stderr.write(f"star: {config.name} is full size; evaluating its proxy (width 128, vocab {VOCAB_SIZE})\n")
+        config = to_proxy(config)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        job = bar.add_task(f"training {config.name} ({fidelity.name})", total=fidelity.steps, loss=float("nan"))
+
+        def progress(done: int, total: int, loss: float) -> None:
+            bar.update(job, completed=done, loss=loss)
+            if done == total:
+                bar.update(job, description="scoring 50 tasks")
+
+        result = evaluate(config, fidelity, seed=args.seed, corpus=corpus, threads=args.threads, device=args.device,
+                          precision=args.precision, tasks=names or None, progress=progress, compile=args.compile)
+    if args.out:
+        write_parquet(result, config, args.out)
+    if args.json:
+        _print_json(result.to_dict())
+        return
+    _print_eval(result)
+    if args.out:
+        print(f"wrote {args.out}")
+
+
+def _print_eval(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    tasks = Table(title=f"{result.architecture}: per-task scores (fidelity {result.fidelity.name}, seed {result.seed})")
+    for column in ("task", "category", "score", "bits/byte"):
+        tasks.add_column(column, justify="right" if column in ("score", "bits/byte") else "left")
+    for t in result.tasks:
+        tasks.add_row(t.name, t.category, f"{t.score:.3f}", "" if t.bits_per_byte is None else f"{t.bits_per_byte:.3f}")
+    console.print(tasks)
+    cats = Table(title="per category (aggregate = mean of category means)")
+    cats.add_column("category")
+    cats.add_column("score", justify="right")
+    for name, score in result.categories.items():
+        cats.add_row(name, f"{score:.3f}")
+    cats.add_row("[bold]aggregate[/bold]", f"[bold]{result.aggregate:.3f}[/bold]")
+    console.print(cats)
+    t = result.timing
+    console.print(f"{result.training['tokens']:,} training tokens at {result.training['tokens_per_s']:,.0f} tokens/s "
+                  f"({result.training['precision']}); wall {t['total_s']:.1f} s = setup {t['setup_s']:.1f} + "
+                  f"build {t['build_s']:.1f} + data {t['data_s']:.1f} + train {t['train_s']:.1f} "
+                  f"+ scoring {t['eval_s']:.1f}")
+
+
 COMMANDS = {
     "presets": cmd_presets,
     "describe": cmd_describe,
     "export": cmd_export,
     "sample": cmd_sample,
     "spaces": cmd_spaces,
+    "tasks": cmd_tasks,
+    "eval": cmd_eval,
 }
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(config.hidden_size, config.norm_eps) if self.feed_forward is not None else None
 
     def forward(self, x: Tensor, state: dict | None, ctx: Context) -> Tensor:
+        """The caller sets ctx.layer (StarLM does): reading self.index here would make torch.compile
+        specialise on it and compile one graph per block instead of one per block kind."""
         if self.mixer is not None:
-            ctx.layer = self.index
             x = x + self.mixer(self.operator_norm(x), state, ctx)
         if self.feed_forward is not None:
             x = x + self.feed_forward(self.ffn_norm(x))
@@ -80,7 +81,6 @@ class Block(nn.Module):
 
     def step(self, x: Tensor, state: dict | None, ctx: Context) -> Tensor:
         if self.mixer is not None:
-            ctx.layer = self.index
             x = x + self.mixer.step(self.operator_norm(x), state, ctx)
         if self.feed_forward is not None:
             x = x + self.feed_forward(self.ffn_norm(x))
@@ -106,6 +106,15 @@ class StarLM(nn.Module):
             source = block.share_weights_with
             mixers.append(mixers[source] if source is not None else build_mixer(config, block))
         self.layers = nn.ModuleList(Block(config, i, m) for i, m in enumerate(mixers))
+        # Attention publishes keys/values in ctx.shared_kv only where a block reads them (a shared
+        # module publishes if any of its blocks is read).
+        read = {block.share_kv_with for block in config.blocks}
+        for layer in self.layers:
+            if isinstance(layer.mixer, Attention):
+                layer.mixer.publishes_kv = False
+        for layer in self.layers:
+            if isinstance(layer.mixer, Attention) and layer.index in read:
+                layer.mixer.publishes_kv = True
         self.embedding_norm = RMSNorm(config.hidden_size, config.norm_eps)
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         init_weights(self)
@@ -120,6 +129,7 @@ class StarLM(nn.Module):
         ctx = Context(position=state.position if state is not None else 0)
         x = self.embed_tokens(input_ids)
         for i, layer in enumerate(self.layers):
+            ctx.layer = i
             x = layer(x, state.layers[i] if state is not None else None, ctx)
         if state is not None:
             state.position += input_ids.shape[1]
@@ -139,6 +149,7 @@ class StarLM(nn.Module):
         ctx = Context(position=state.position)
         x = self.embed_tokens(token_ids)
         for i, layer in enumerate(self.layers):
+            ctx.layer = i
             x = layer.step(x, state.layers[i], ctx)
         state.position += 1
         return self.head(x)

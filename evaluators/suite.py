@@ -1,0 +1,307 @@
+"""Train a proxy on the 50-task mixture and score it on held-out examples.
+
+One multi-task run rather than 50 small ones: the tasks share skills (look-up, copying, agreement),
+a single run pays model construction and compilation once, and a per-task budget would be too small
+to learn anything at the token budgets a search can afford (docs/suite.md has the measurements).
+
+Rows are grouped by length (32, 64, 128, 256 tokens) and every batch holds `TOKENS_PER_BATCH` tokens
+of one length, so each training step costs the same and compiled kernels see four shapes.  Held-out
+examples come from their own random streams (and, for text, held-out documents); the training
+stream skips any row that equals a held-out row, so no scored example is ever trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from star.arch import ArchConfig
+from star.errors import StarError
+from star.machine import cpu_name
+
+from .corpus import Corpus, bundled_corpus, user_corpus
+from .tasks import CATEGORIES, PAD, SUITE_VERSION, VOCAB_SIZE, Example, Suite, Task, build_suite
+from .trainer import IGNORE, ProxyTrainer, TrainSettings
+
+TOKENS_PER_BATCH = 4096
+HELD_OUT_TOKENS = 4096  # per task: 16 rows of 256 tokens ... 128 rows of 32
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    level: int
+    name: str
+    tokens: int  # training tokens (padding included: it is what the compute pays for)
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.tokens // TOKENS_PER_BATCH)
+
+
+FIDELITIES = (
+    Fidelity(0, "screen", 128 * 1024),
+    Fidelity(1, "low", 256 * 1024),
+    Fidelity(2, "default", 512 * 1024),  # sized so one lfm2-proxy evaluation fits 120 s on 2 cores
+    Fidelity(3, "high", 2 * 1024 * 1024),
+)
+DEFAULT_FIDELITY = 2
+
+
+def get_fidelity(value: int | str) -> Fidelity:
+    """A named level (0-3 or its name), or a custom token budget such as `64K` or `2M`."""
+    for f in FIDELITIES:
+        if str(value) in (str(f.level), f.name):
+            return f
+    text = str(value).strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 0)
+    if scale and text[:-1].isdigit() and int(text[:-1]) * scale >= TOKENS_PER_BATCH:
+        return Fidelity(-1, f"custom-{text}", int(text[:-1]) * scale)
+    names = ", ".join(f"{f.level} ({f.name})" for f in FIDELITIES)
+    raise StarError(f"unknown fidelity {value!r}; choose from {names}, or a token budget like 64K or 2M "
+                    f"(at least {TOKENS_PER_BATCH // 1024}K)")
+
+
+def load_corpus(path: str | None) -> Corpus:
+    return user_corpus(path) if path else bundled_corpus()
+
+
+def example_key(task: Task, example: Example) -> bytes:
+    return hashlib.sha256(task.name.encode() + b"\0" + repr(example.tokens).encode()).digest()
+
+
+def held_out_examples(suite: Suite, task: Task) -> list[Example]:
+    """The scored examples of a task: the same for every run of this suite version and corpus."""
+    rng = random.Random(f"star-suite-v{SUITE_VERSION}/{task.name}/held-out")
+    sources = _held_out_sources(suite)
+    return [task.make(rng, sources) for _ in range(max(1, HELD_OUT_TOKENS // task.seq_len))]
+
+
+def _held_out_sources(suite: Suite):
+    from dataclasses import replace
+
+    return replace(suite.sources, held_out=True)
+
+
+class TrainingStream:
+    """Deterministic endless training rows per task, never equal to a held-out row."""
+
+    def __init__(self, suite: Suite, task: Task, seed: int, held_out: set[bytes]) -> None:
+        self.suite, self.task, self.held_out = suite, task, held_out
+        self.rng = random.Random(f"star-suite-v{SUITE_VERSION}/{task.name}/train/{seed}")
+        self.rejected = 0
+
+    def __iter__(self) -> Iterator[Example]:
+        return self
+
+    def __next__(self) -> Example:
+        for _ in range(1000):
+            example = self.task.make(self.rng, self.suite.sources)
+            if example_key(self.task, example) not in self.held_out:
+                return example
+            self.rejected += 1
+        raise RuntimeError(f"task {self.task.name}: cannot draw a training row that differs from the held-out set")
+
+
+def encode_rows(suite: Suite, rows: list[tuple[Task, Example]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of shape (rows, seq_len): the task token, then the example; targets are the
+    next token at answer positions and IGNORE elsewhere."""
+    full = torch.full((len(rows), seq_len + 1), PAD, dtype=torch.long)
+    answer = torch.zeros((len(rows), seq_len + 1), dtype=torch.bool)
+    for r, (task, ex) in enumerate(rows):
+        tokens = [suite.task_token(task.name), *ex.tokens]
+        if len(tokens) > seq_len:
+            raise ValueError(f"task {task.name}: a row of {len(tokens)} tokens exceeds {seq_len}")
+        full[r, :len(tokens)] = torch.tensor(tokens)
+        positions = [p + 1 for start, end in ex.spans for p in range(start, end)]
+        answer[r, positions] = True
+    targets = torch.where(answer, full, IGNORE)
+    inputs = full
+    return inputs[:, :-1], targets[:, 1:]
+
+
+class Mixture:
+    """Batches of the training mixture: a length bucket chosen in proportion to its tasks' weights,
+    then each row's task in proportion to weight, so a task's share of tokens follows its weight."""
+
+    def __init__(self, suite: Suite, seed: int, held_out: set[bytes]) -> None:
+        self.suite = suite
+        self.rng = random.Random(f"star-suite-v{SUITE_VERSION}/mixture/{seed}")
+        trained = [t for t in suite.tasks if t.weight > 0]
+        self.streams = {t.name: TrainingStream(suite, t, seed, held_out) for t in trained}
+        self.buckets = sorted({t.seq_len for t in trained})
+        self.bucket_tasks = {b: [t for t in trained if t.seq_len == b] for b in self.buckets}
+        self.bucket_weights = [sum(t.weight for t in self.bucket_tasks[b]) for b in self.buckets]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        seq_len = self.rng.choices(self.buckets, weights=self.bucket_weights)[0]
+        tasks = self.bucket_tasks[seq_len]
+        chosen = self.rng.choices(tasks, weights=[t.weight for t in tasks], k=TOKENS_PER_BATCH // seq_len)
+        return encode_rows(self.suite, [(t, next(self.streams[t.name])) for t in chosen], seq_len)
+
+
+@dataclass
+class TaskScore:
+    name: str
+    category: str
+    metric: str
+    score: float
+    bits_per_byte: float | None = None
+
+
+@dataclass
+class SuiteResult:
+    architecture: str
+    seed: int
+    fidelity: Fidelity
+    tasks: list[TaskScore]
+    timing: dict[str, float]
+    training: dict[str, float | int | str]
+    environment: dict[str, str]
+    categories: dict[str, float] = field(init=False)
+    aggregate: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.categories = {c: sum(t.score for t in self.tasks if t.category == c)
+                           / max(1, sum(t.category == c for t in self.tasks))
+                           for c in CATEGORIES if any(t.category == c for t in self.tasks)}
+        self.aggregate = sum(self.categories.values()) / len(self.categories)
+
+    def to_dict(self) -> dict:
+        return {
+            "architecture": self.architecture, "seed": self.seed,
+            "fidelity": {"level": self.fidelity.level, "name": self.fidelity.name, "tokens": self.fidelity.tokens},
+            "aggregate": self.aggregate, "categories": self.categories,
+            "tasks": [{"name": t.name, "category": t.category, "metric": t.metric, "score": t.score,
+                       **({"bits_per_byte": t.bits_per_byte} if t.bits_per_byte is not None else {})}
+                      for t in self.tasks],
+            "timing": self.timing, "training": self.training, "environment": self.environment,
+        }
+
+
+Progress = Callable[[int, int, float], None]  # (steps done, total steps, last loss)
+
+
+def environment(corpus: Corpus, threads: int, precision: str, device: str) -> dict[str, str]:
+    import transformers
+
+    return {
+        "suite_version": SUITE_VERSION, "corpus": corpus.digest(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "python": platform.python_version(),
+        "machine": f"{platform.machine()} {cpu_name()}", "threads": str(threads), "precision": precision,
+        "device": device,
+    }
+
+
+def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELITY, seed: int = 0,
+             corpus: Corpus | None = None, threads: int | None = None, device: str = "auto",
+             precision: str = "auto", tasks: list[str] | None = None, progress: Progress | None = None,
+             compile: bool = False) -> SuiteResult:
+    """Train `config` (already at proxy scale, vocabulary 512) on the mixture and score every task."""
+    if config.vocab_size != VOCAB_SIZE:
+        raise StarError(f"the suite needs vocab_size {VOCAB_SIZE} (a proxy); got {config.vocab_size}; "
+                        "use star.scaling.to_proxy")
+    fid = fidelity if isinstance(fidelity, Fidelity) else get_fidelity(fidelity)
+    if threads:
+        torch.set_num_threads(threads)
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    corpus = corpus or bundled_corpus()
+    suite = build_suite(corpus)
+    selected = [suite.get(name) for name in tasks] if tasks else list(suite.tasks)
+    held_out = {t.name: held_out_examples(suite, t) for t in suite.tasks}
+    held_keys = {example_key(t, ex) for t in suite.tasks for ex in held_out[t.name]}
+    mixture = Mixture(suite, seed, held_keys)
+    timing["setup_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    trainer = ProxyTrainer(config, TrainSettings(steps=fid.steps, precision=precision), seed=seed, device=device,
+                           compile=compile)
+    timing["build_s"] = time.perf_counter() - t0
+
+    data_s, train_s, first_step_s, loss = 0.0, 0.0, 0.0, float("nan")
+    for step in range(fid.steps):
+        t0 = time.perf_counter()
+        inputs, targets = mixture.next_batch()
+        t1 = time.perf_counter()
+        loss = trainer.step(inputs, targets)
+        t2 = time.perf_counter()
+        data_s += t1 - t0
+        train_s += t2 - t1
+        if step == 0:
+            first_step_s = t2 - t1
+        if not math.isfinite(loss):
+            raise StarError(f"training diverged at step {step} (loss {loss})")
+        if progress:
+            progress(step + 1, fid.steps, loss)
+    timing.update(data_s=data_s, train_s=train_s, first_step_s=first_step_s)
+
+    t0 = time.perf_counter()
+    scores = [score_task(trainer, suite, task, held_out[task.name]) for task in selected]
+    timing["eval_s"] = time.perf_counter() - t0
+    timing["total_s"] = sum(timing[k] for k in ("setup_s", "build_s", "data_s", "train_s", "eval_s"))
+    training = {"steps": fid.steps, "tokens": fid.steps * TOKENS_PER_BATCH, "final_loss": loss,
+                "tokens_per_s": fid.steps * TOKENS_PER_BATCH / max(train_s, 1e-9), "precision": trainer.precision,
+                "rejected_rows": sum(s.rejected for s in mixture.streams.values()), "compiled": trainer.compiled}
+    env = environment(corpus, torch.get_num_threads(), trainer.precision, str(trainer.device))
+    return SuiteResult(config.name, seed, fid, scores, timing, training, env)
+
+
+@torch.no_grad()
+def score_task(trainer: ProxyTrainer, suite: Suite, task: Task, examples: list[Example]) -> TaskScore:
+    rows_per_batch = max(1, TOKENS_PER_BATCH // task.seq_len)
+    correct_spans, total_spans, nll_bits, scored = 0, 0, 0.0, 0
+    for i in range(0, len(examples), rows_per_batch):
+        chunk = examples[i:i + rows_per_batch]
+        inputs, targets = encode_rows(suite, [(task, ex) for ex in chunk], task.seq_len)
+        logits = trainer.logits(inputs).cpu()
+        if task.metric == "bpb":
+            mask = targets != IGNORE
+            logp = torch.log_softmax(logits[mask], dim=-1)
+            nll_bits += -logp.gather(1, targets[mask][:, None]).sum().item() / math.log(2)
+            scored += int(mask.sum())
+            continue
+        wrong = (logits.argmax(-1) != targets) & (targets != IGNORE)
+        for r, ex in enumerate(chunk):
+            for start, end in ex.spans:  # targets[:, p] is example token p
+                correct_spans += not bool(wrong[r, start:end].any())
+                total_spans += 1
+    if task.metric == "bpb":
+        bpb = nll_bits / max(1, scored)
+        return TaskScore(task.name, task.category, "bpb", max(0.0, 1.0 - bpb / 8.0), bpb)
+    return TaskScore(task.name, task.category, "exact", correct_spans / max(1, total_spans))
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def write_parquet(result: SuiteResult, config: ArchConfig, path: str) -> None:
+    """One row per task, with the run's identity repeated on each row so files concatenate cleanly."""
+    import json
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = result.to_dict()
+    rows = [{"architecture": result.architecture, "seed": result.seed, "fidelity": result.fidelity.level,
+             "task": t["name"], "category": t["category"], "metric": t["metric"], "score": t["score"],
+             "bits_per_byte": t.get("bits_per_byte"), "category_score": result.categories[t["category"]],
+             "aggregate": result.aggregate} for t in d["tasks"]]
+    table = pa.Table.from_pylist(rows)
+    meta = {"star.result": json.dumps(d), "star.config": config.to_json()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise StarError(f"--out {path}: folder {target.parent} does not exist")
+    tmp = target.with_name(target.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(target)  # never leave a half-written file where a result was

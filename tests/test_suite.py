@@ -1,0 +1,182 @@
+"""The suite runner: batching, scoring, determinism, the `star eval` command and its errors."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, SwiGLUFFN
+from star.errors import StarError
+from star.evaluators import suite as S
+from star.evaluators.corpus import bundled_corpus, user_corpus
+from star.evaluators.tasks import build_suite
+from star.evaluators.trainer import IGNORE, ProxyTrainer, TrainSettings
+
+TINY = ArchConfig(
+    hidden_size=64, vocab_size=512, name="tiny-hybrid", max_position_embeddings=512,
+    blocks=(BlockConfig(ShortConvMixer(3), SwiGLUFFN(128)),
+            BlockConfig(AttentionMixer(num_heads=2, num_kv_heads=1, head_dim=32), SwiGLUFFN(128))),
+)
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return build_suite(bundled_corpus())
+
+
+def star(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "star.cli", *args], capture_output=True, text=True)
+
+
+def assert_bad_input(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("star: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_encode_rows_supervises_exactly_the_answers(suite):
+    task = suite.get("mqar-8")
+    ex = task.make(__import__("random").Random(0), suite.sources)
+    inputs, targets = S.encode_rows(suite, [(task, ex)], task.seq_len)
+    assert inputs.shape == targets.shape == (1, task.seq_len)
+    assert inputs[0, 0] == suite.task_token("mqar-8")
+    supervised = (targets[0] != IGNORE).nonzero().flatten().tolist()
+    assert supervised == [p for a, b in ex.spans for p in range(a, b)]
+    for p in supervised:  # the target at p is example token p, which the input holds at p + 1
+        assert targets[0, p] == ex.tokens[p] == inputs[0, p + 1]
+
+
+def test_mixture_batches_have_constant_token_count_and_follow_weights(suite):
+    mixture = S.Mixture(suite, seed=0, held_out=set())
+    counts = {}
+    for _ in range(60):
+        inputs, targets = mixture.next_batch()
+        assert inputs.numel() == S.TOKENS_PER_BATCH and inputs.shape == targets.shape
+        for token in inputs[:, 0].tolist():
+            counts[token] = counts.get(token, 0) + inputs.shape[1]
+    weights = {suite.task_token(t.name): t.weight for t in suite.tasks}
+    assert all(weights[t] > 0 for t in counts), "zero-weight tasks are scored only"
+    heavy, rare = counts.get(suite.task_token("language-common"), 0), counts.get(suite.task_token("language-rare-1"), 0)
+    assert heavy > 3 * rare
+
+
+class Oracle(ProxyTrainer):
+    """Logits that put all mass on the true next token (or on a wrong one), to test scoring alone."""
+
+    def __init__(self, right: bool) -> None:
+        self.right = right
+
+    def logits(self, inputs):
+        nxt = torch.roll(inputs, -1, dims=1)
+        if not self.right:
+            nxt = (nxt + 1) % 512
+        return torch.nn.functional.one_hot(nxt, 512).float() * 30.0
+
+
+def test_scoring_gives_one_to_a_perfect_predictor_and_zero_to_a_wrong_one(suite):
+    for name in ("mqar-16", "copy", "tool-nested", "language-rare-1", "text-code", "text-prose-late"):
+        task = suite.get(name)
+        held = S.held_out_examples(suite, task)
+        perfect, wrong = S.score_task(Oracle(True), suite, task, held), S.score_task(Oracle(False), suite, task, held)
+        assert perfect.score == pytest.approx(1.0, abs=1e-6), name
+        assert wrong.score == 0.0, name
+        if task.metric == "bpb":
+            assert perfect.bits_per_byte == pytest.approx(0.0, abs=1e-6) and wrong.bits_per_byte > 8
+
+
+def test_trainer_is_deterministic_and_learns(suite):
+    mixture = S.Mixture(suite, seed=1, held_out=set())
+    batches = [mixture.next_batch() for _ in range(6)]
+
+    def run(seed):
+        trainer = ProxyTrainer(TINY, TrainSettings(steps=len(batches), precision="fp32", lr=1e-2), seed=seed)
+        losses = [trainer.step(*b) for b in batches]
+        return losses, torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+    (l1, w1), (l2, w2), (_, w3) = run(0), run(0), run(1)
+    assert l1 == l2 and torch.equal(w1, w2)
+    assert not torch.equal(w1, w3)
+    assert l1[-1] < l1[0] and all(math.isfinite(x) for x in l1)
+
+
+def test_fidelity_names_levels_and_budgets():
+    assert S.get_fidelity("2") is S.get_fidelity("default")
+    assert S.get_fidelity("64K").tokens == 65536 and S.get_fidelity("64K").steps == 65536 // S.TOKENS_PER_BATCH
+    assert [f.tokens for f in S.FIDELITIES] == sorted(f.tokens for f in S.FIDELITIES)
+    for bad in ("7", "fast", "1K", "-3M"):
+        with pytest.raises(StarError):
+            S.get_fidelity(bad)
+
+
+@pytest.mark.slow
+def test_star_eval_json_and_parquet_on_a_tiny_architecture(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(TINY.to_json())
+    out = tmp_path / "scores.parquet"
+    args = ("eval", "--config", str(config), "--fidelity", "16K", "--seed", "3", "--threads", "2")
+    result = star(*args, "--json", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"aggregate", "categories", "tasks"} <= set(data)
+    assert len(data["tasks"]) == 50 and all({"name", "category", "score"} <= set(t) for t in data["tasks"])
+    assert all(0.0 <= t["score"] <= 1.0 for t in data["tasks"])
+    means = [sum(t["score"] for t in data["tasks"] if t["category"] == c)
+             / sum(t["category"] == c for t in data["tasks"]) for c in data["categories"]]
+    assert data["aggregate"] == pytest.approx(sum(means) / len(means))
+    assert data["training"]["steps"] == 4 and data["environment"]["torch"] == torch.__version__
+    table = pq.read_table(out)
+    assert table.num_rows == 50 and set(table.column("task").to_pylist()) == {t["name"] for t in data["tasks"]}
+    assert json.loads(table.schema.metadata[b"star.result"])["aggregate"] == data["aggregate"]
+    again = json.loads(star(*args, "--json").stdout)  # same seed: same scores
+    assert [t["score"] for t in again["tasks"]] == [t["score"] for t in data["tasks"]]
+    human = star(*args)
+    assert human.returncode == 0 and "aggregate" in human.stdout and "real_text" in human.stdout
+
+
+@pytest.mark.parametrize(("extra", "needles"), [
+    (("--tasks", "mqar-4,no-such-task"), ("unknown task", "no-such-task")),
+    (("--corpus", "/no/such/corpus.txt"), ("corpus", "no such file")),
+    (("--fidelity", "ultra"), ("unknown fidelity",)),
+    (("--out", "scores.csv"), (".parquet",)),
+])
+def test_star_eval_bad_input_is_one_line_exit_2(extra, needles):
+    assert_bad_input(star("eval", "--preset", "lfm2-proxy", *extra), *needles)
+
+
+def test_empty_and_malformed_corpora_are_rejected(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_bad_input(star("eval", "--preset", "lfm2-proxy", "--corpus", str(empty)), "empty")
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    (folder / "image.png").write_bytes(b"\x89PNG")
+    with pytest.raises(StarError, match=r"no \.txt"):
+        user_corpus(str(folder))
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"body": ["x" * 1000]}), tmp_path / "no_text.parquet")
+    with pytest.raises(StarError, match="no 'text' column"):
+        user_corpus(str(tmp_path / "no_text.parquet"))
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(StarError, match="not a readable Parquet"):
+        user_corpus(str(tmp_path / "bad.parquet"))
+
+
+def test_user_corpus_feeds_the_real_text_tasks(tmp_path):
+    import pyarrow as pa
+
+    rows = [f"Document {i}: the quick brown fox jumps over the lazy dog. " * 8 for i in range(200)]
+    path = tmp_path / "mine.parquet"
+    pq.write_table(pa.table({"text": rows}), path)
+    corpus = user_corpus(str(path))
+    suite = build_suite(corpus)
+    ex = S.held_out_examples(suite, suite.get("text-prose"))[0]
+    text = bytes(t - 256 for t in ex.tokens).decode()
+    assert "quick brown fox" in text
+    assert corpus.prose.held_out and not set(corpus.prose.train) & set(corpus.prose.held_out)
