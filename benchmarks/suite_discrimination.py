@@ -1,0 +1,128 @@
+"""Does the suite rank architectures the way published work says, and stably across seeds?
+
+Evaluates eight fixed proxy architectures on the suite (the three reference proxies on three seeds,
+the other five on two), then prints:
+- in-context recall of attention-proxy against conv-proxy (Zoology: attention far above gated
+  convolutions on associative recall) and the share of attention's score that lfm2-proxy recovers;
+- their real-text scores (a "local" skill where the two should be close);
+- Kendall's tau between seed 0 and seed 1 of the aggregate over the eight architectures.
+
+Every finished evaluation is appended to a JSON-lines file, so an interrupted run resumes where it
+stopped.
+
+    python benchmarks/suite_discrimination.py [--fidelity default] [--results FILE.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from star.arch import ArchConfig, BlockConfig, LongConvMixer, RecurrenceMixer
+from star.presets import get_preset, hybrid, lfm2_layout
+from star.scaling import to_proxy
+
+
+def _with_mixer(base: ArchConfig, name: str, mixer: object) -> ArchConfig:
+    return replace(base, name=name, blocks=tuple(BlockConfig(mixer=mixer, ffn=b.ffn) for b in base.blocks))
+
+
+ARCHITECTURES: dict[str, Callable[[], ArchConfig]] = {
+    "attention-proxy": lambda: get_preset("attention-proxy"),
+    "conv-proxy": lambda: get_preset("conv-proxy"),
+    "lfm2-proxy": lambda: get_preset("lfm2-proxy"),
+    "lfm2-1.2b-proxy": lambda: to_proxy(get_preset("lfm2-1.2b")),
+    "recurrence-proxy": lambda: _with_mixer(get_preset("conv-proxy"), "recurrence-proxy", RecurrenceMixer(4, 32)),
+    "long-conv-proxy": lambda: _with_mixer(get_preset("conv-proxy"), "long-conv-proxy", LongConvMixer(64)),
+    "lfm2-half-depth": lambda: hybrid("lfm2-half-depth", 128, 4, 2, 512, 512, lfm2_layout()[:8], max_positions=4096),
+    "attention-first": lambda: hybrid("attention-first", 128, 4, 2, 512, 512,
+                                      ["attention"] * 6 + ["short_conv"] * 10, max_positions=4096),
+}
+REFERENCE = ("attention-proxy", "conv-proxy", "lfm2-proxy")
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b (ties counted as neither concordant nor discordant)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
+    return (concordant - discordant) / denominator if denominator else 0.0
+
+
+def plan(seeds_reference: int, seeds_other: int) -> list[tuple[str, int]]:
+    runs = [(name, seed) for seed in range(seeds_reference) for name in REFERENCE]
+    runs += [(name, seed) for seed in range(seeds_other) for name in ARCHITECTURES if name not in REFERENCE]
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fidelity", default="default", help="suite fidelity (default: default)")
+    parser.add_argument("--results", default="benchmarks/suite_discrimination.jsonl", help="JSON-lines results")
+    parser.add_argument("--seeds-reference", type=int, default=3, help="seeds for the three reference proxies")
+    parser.add_argument("--seeds-other", type=int, default=2, help="seeds for the other five architectures")
+    args = parser.parse_args()
+
+    from star.evaluators.suite import evaluate, get_fidelity
+
+    fidelity = get_fidelity(args.fidelity)
+    path = Path(args.results)
+    done: dict[tuple[str, int], dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row["fidelity"]["tokens"] == fidelity.tokens:
+                done[(row["architecture"], row["seed"])] = row
+    for name, seed in plan(args.seeds_reference, args.seeds_other):
+        if (name, seed) in done:
+            continue
+        result = evaluate(ARCHITECTURES[name](), fidelity, seed=seed).to_dict()
+        result["architecture"] = name
+        done[(name, seed)] = result
+        with path.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(f"{name:18s} seed {seed}: aggregate {result['aggregate']:.4f}, in-context recall "
+              f"{result['categories']['in_context_recall']:.4f} ({result['timing']['total_s']:.0f} s)", flush=True)
+
+    def scores(name: str, key: str) -> list[float]:
+        rows = [r for (n, _), r in sorted(done.items()) if n == name]
+        return [r["aggregate"] if key == "aggregate" else r["categories"][key] for r in rows]
+
+    print(f"\nfidelity {fidelity.name} ({fidelity.tokens:,} tokens); mean ± sd over seeds")
+    for key in ("in_context_recall", "real_text", "aggregate"):
+        cells = []
+        for name in REFERENCE:
+            values = scores(name, key)
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{name} {statistics.mean(values):.4f} ± {sd:.4f} (n={len(values)})")
+        print(f"{key:18s} " + "; ".join(cells))
+    attention, conv, lfm2 = (statistics.mean(scores(n, "in_context_recall")) for n in REFERENCE)
+    print(f"in-context recall: attention / conv = {attention / max(conv, 1e-9):.2f}; "
+          f"lfm2 recovers {100 * lfm2 / max(attention, 1e-9):.0f}% of attention (target >= 90%)")
+    names = list(ARCHITECTURES)
+    first = [done[(n, 0)]["aggregate"] for n in names]
+    second = [done[(n, 1)]["aggregate"] for n in names]
+    for n, x, y in zip(names, first, second, strict=True):
+        print(f"  {n:18s} seed 0 {x:.4f}  seed 1 {y:.4f}")
+    print(f"Kendall's tau of the aggregate, seed 0 vs seed 1, over {len(names)} architectures: "
+          f"{kendall_tau(first, second):.3f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
