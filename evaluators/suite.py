@@ -19,7 +19,7 @@ import platform
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -80,14 +80,8 @@ def example_key(task: Task, example: Example) -> bytes:
 def held_out_examples(suite: Suite, task: Task) -> list[Example]:
     """The scored examples of a task: the same for every run of this suite version and corpus."""
     rng = random.Random(f"star-suite-v{SUITE_VERSION}/{task.name}/held-out")
-    sources = _held_out_sources(suite)
+    sources = replace(suite.sources, held_out=True)
     return [task.make(rng, sources) for _ in range(max(1, HELD_OUT_TOKENS // task.seq_len))]
-
-
-def _held_out_sources(suite: Suite):
-    from dataclasses import replace
-
-    return replace(suite.sources, held_out=True)
 
 
 class TrainingStream:

@@ -1,26 +1,11 @@
 """The CLI contract: command names, JSON keys, one-line errors with exit status 2."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import assert_bad_input, star
 
 from star.presets import PRESETS
-
-
-def star(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "star.cli", *args], capture_output=True, text=True)
-
-
-def assert_bad_input(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("star: error: ")
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_presets_json_lists_every_preset():

@@ -2,12 +2,11 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from cli_helpers import assert_bad_input, star
 
 from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, SwiGLUFFN
 from star.errors import StarError
@@ -26,18 +25,6 @@ TINY = ArchConfig(
 @pytest.fixture(scope="module")
 def suite():
     return build_suite(bundled_corpus())
-
-
-def star(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "star.cli", *args], capture_output=True, text=True)
-
-
-def assert_bad_input(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("star: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_encode_rows_supervises_exactly_the_answers(suite):
