@@ -1,2 +1,3 @@
-"""Everything that scores an ArchConfig: static metrics now; the task suite and latency predictors
-join here (installed as `star.evaluators`)."""
+"""Everything that scores an ArchConfig (installed as `star.evaluators`): static metrics, the 50-task
+suite and its proxy trainer, device latency/memory models, and a synthetic stand-in for testing the
+search machinery."""

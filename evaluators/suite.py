@@ -28,45 +28,11 @@ from star.errors import StarError
 from star.machine import cpu_name
 
 from .corpus import Corpus, bundled_corpus, user_corpus
+from .fidelity import DEFAULT_FIDELITY, TOKENS_PER_BATCH, Fidelity, get_fidelity
 from .tasks import CATEGORIES, PAD, SUITE_VERSION, VOCAB_SIZE, Example, Suite, Task, build_suite
 from .trainer import IGNORE, ProxyTrainer, TrainSettings
 
-TOKENS_PER_BATCH = 4096
 HELD_OUT_TOKENS = 4096  # per task: 16 rows of 256 tokens ... 128 rows of 32
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    level: int
-    name: str
-    tokens: int  # training tokens (padding included: it is what the compute pays for)
-
-    @property
-    def steps(self) -> int:
-        return max(1, self.tokens // TOKENS_PER_BATCH)
-
-
-FIDELITIES = (
-    Fidelity(0, "screen", 128 * 1024),
-    Fidelity(1, "low", 256 * 1024),
-    Fidelity(2, "default", 512 * 1024),  # sized so one lfm2-proxy evaluation fits 120 s on 2 cores
-    Fidelity(3, "high", 2 * 1024 * 1024),
-)
-DEFAULT_FIDELITY = 2
-
-
-def get_fidelity(value: int | str) -> Fidelity:
-    """A named level (0-3 or its name), or a custom token budget such as `64K` or `2M`."""
-    for f in FIDELITIES:
-        if str(value) in (str(f.level), f.name):
-            return f
-    text = str(value).strip().upper()
-    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 0)
-    if scale and text[:-1].isdigit() and int(text[:-1]) * scale >= TOKENS_PER_BATCH:
-        return Fidelity(-1, f"custom-{text}", int(text[:-1]) * scale)
-    names = ", ".join(f"{f.level} ({f.name})" for f in FIDELITIES)
-    raise StarError(f"unknown fidelity {value!r}; choose from {names}, or a token budget like 64K or 2M "
-                    f"(at least {TOKENS_PER_BATCH // 1024}K)")
 
 
 def load_corpus(path: str | None) -> Corpus:

@@ -83,7 +83,62 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the proxy: ~1.3x faster steps, but a cold compile costs tens of seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--out", help="also write per-task scores to this Parquet file")
+
+    _add_search_parser(sub)
+
+    p = sub.add_parser("pareto", help="list the non-dominated evaluations of a run")
+    p.add_argument("run", help="run folder (written by star search)")
+    p.add_argument("--format", default="table", choices=("table", "json", "csv"), help="output format (default table)")
     return parser
+
+
+def _add_search_parser(sub: Any) -> None:
+    from star.objectives import CONSTRAINT_FLAGS, OBJECTIVES
+
+    p = sub.add_parser("search", help="multi-objective evolutionary architecture search (Ray, resumable)",
+                       description="Evolve genomes of a search space towards the Pareto front of the objectives. "
+                                   "Settings are stored in the run folder; --resume continues a stopped run.")
+    # Defaults are None here and filled in by cmd_search, so that --resume can tell what was given.
+    p.add_argument("--space", help="search space: lfm2 or star, or 'module:ATTR' (default lfm2)")
+    p.add_argument("--budget", type=int, help="evaluations in total, failures included (default 64)")
+    p.add_argument("--out", help="run folder to create (default results/<space>-<time>)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="DIR",
+                   help="continue the run in DIR (or in --out); only --budget, --workers, --threads-per-worker "
+                        "and --ray-address may change")
+    p.add_argument("--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} "
+                                        "(default quality,decode_ms,cache_bytes)")
+    p.add_argument("--seed", type=int, help="search seed; the same seed and one worker give the same run (default 0)")
+    p.add_argument("--seed-preset", action="append", metavar="NAME",
+                   help="start the population from this preset (repeatable), e.g. lfm2-1.2b")
+    p.add_argument("--selection", choices=("nsga2", "hvi"),
+                   help="nsga2: STAR's rank + crowding; hvi: LFM2's budget filter + hypervolume improvement")
+    p.add_argument("--population", type=int, help="survivors kept for selection (default 32)")
+    p.add_argument("--fidelities", help="training budgets, low to high, e.g. 0,2 or 64K,256K: children train at "
+                                        "the first, the top 1/eta are promoted (default 0,2)")
+    p.add_argument("--eta", type=int, help="successive-halving ratio (default 3)")
+    for flag, metric in CONSTRAINT_FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), metavar="LIMIT",
+                       help=f"constraint: {metric} at most LIMIT (e.g. 400M, 2GiB, 20)")
+    p.add_argument("--device-profile", help="device for ttft_ms/decode_ms/peak_memory: ryzen-hx370 (default) "
+                                            "or s24-ultra (roofline models)")
+    p.add_argument("--prompt", type=int, help="prompt tokens for ttft_ms (default 1024)")
+    p.add_argument("--context", type=int, help="context for decode_ms, cache_bytes, peak_memory (default 4096)")
+    p.add_argument("--evaluator", choices=("suite", "synthetic"),
+                   help="suite: train each proxy on the 50 tasks (default); synthetic: a fast formula for "
+                        "testing the search machinery (not a quality measure)")
+    p.add_argument("--synthetic-cost", type=float, help="synthetic evaluator: seconds each evaluation sleeps")
+    p.add_argument("--corpus", help="your own text for the real-text tasks (file, folder, or Parquet)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="proxy training precision (default auto)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where workers train (default auto)")
+    p.add_argument("--eval-timeout", type=float, metavar="S", help="seconds before an evaluation counts as hung "
+                                                                    "(default 1800)")
+    p.add_argument("--inject-faults", metavar="SPEC",
+                   help="rig genomes to fail, e.g. raise=0.1,nan=0.1,hang=0.05,crash=0.05 (tests the machinery)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the run folder)")
+    p.add_argument("--workers", type=int, default=1, help="evaluations in parallel (default 1)")
+    p.add_argument("--threads-per-worker", type=int, help="CPUs each worker declares (default cores / workers)")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or HOST:6379) instead of a local one")
+    p.add_argument("--json", action="store_true", help="print the Pareto set as JSON at the end, no decoration")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,6 +382,202 @@ def _print_eval(result: Any) -> None:
                   f"+ scoring {t['eval_s']:.1f}")
 
 
+# ---- search ---------------------------------------------------------------------------------------
+
+SEARCH_DEFAULTS = {"space": "lfm2", "budget": 64, "objectives": "quality,decode_ms,cache_bytes", "seed": 0,
+                   "selection": "nsga2", "population": 32, "fidelities": "0,2", "eta": 3,
+                   "device_profile": "ryzen-hx370", "prompt": 1024, "context": 4096, "evaluator": "suite",
+                   "synthetic_cost": 0.0, "precision": "auto", "device": "auto", "eval_timeout": 1800.0}
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from star.errors import StarError
+    from star.search import Search, create_run
+    from star.store import RunStore
+
+    if args.workers < 1:
+        raise StarError(f"--workers must be >= 1, got {args.workers}")
+    if args.threads_per_worker is not None and args.threads_per_worker < 1:
+        raise StarError(f"--threads-per-worker must be >= 1, got {args.threads_per_worker}")
+    if args.resume:
+        folder = args.resume if isinstance(args.resume, str) else args.out
+        if not folder:
+            raise StarError("--resume needs a run folder: --resume DIR")
+        store = RunStore.open(folder)
+        _check_same_settings(args, store.manifest["settings"])
+        if args.budget is not None:
+            if args.budget < len(store.rows):
+                raise StarError(f"--budget {args.budget} is below the {len(store.rows)} evaluations already done")
+            store.manifest["settings"]["budget"] = args.budget
+            store.write_manifest()
+    else:
+        store = create_run(args.out or _default_folder(args), _settings_from_args(args))
+    search = Search(store, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                    ray_address=args.ray_address, progress=None)
+    _run_with_progress(search, quiet=args.json)
+
+
+def _default_folder(args: argparse.Namespace) -> str:
+    import datetime
+
+    return f"results/{args.space or SEARCH_DEFAULTS['space']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _settings_from_args(args: argparse.Namespace) -> Any:
+    from star.errors import StarError
+    from star.executor import EvaluatorSpec
+    from star.objectives import CONSTRAINT_FLAGS, parse_amount
+    from star.search import SearchSettings
+
+    opts = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in SEARCH_DEFAULTS.items()}
+    constraints = {metric: parse_amount(getattr(args, flag), "--" + flag.replace("_", "-"))
+                   for flag, metric in CONSTRAINT_FLAGS.items() if getattr(args, flag) is not None}
+    if opts["synthetic_cost"] < 0:
+        raise StarError(f"--synthetic-cost must be >= 0, got {opts['synthetic_cost']}")
+    if args.corpus:
+        from star.evaluators.corpus import user_corpus
+
+        user_corpus(args.corpus)  # fail now, in the driver, not in every worker
+    evaluator = EvaluatorSpec(kind=opts["evaluator"], corpus=args.corpus, precision=opts["precision"],
+                              device=opts["device"], cost_s=opts["synthetic_cost"])
+    return SearchSettings(
+        space=opts["space"], objectives=[o.strip() for o in opts["objectives"].split(",") if o.strip()],
+        budget=opts["budget"], seed=opts["seed"], constraints=constraints, population=opts["population"],
+        selection=opts["selection"], fidelities=[f.strip() for f in opts["fidelities"].split(",") if f.strip()],
+        eta=opts["eta"], evaluator=evaluator.__dict__.copy(), seed_presets=args.seed_preset or [],
+        device_profile=opts["device_profile"], prompt=opts["prompt"], context=opts["context"],
+        eval_timeout_s=opts["eval_timeout"], inject_faults=args.inject_faults or "", storage=args.storage or "")
+
+
+# `star search` flag → where its value lives in the manifest's settings.
+SETTING_OF_FLAG = {"space": "space", "objectives": "objectives", "seed": "seed", "seed_preset": "seed_presets",
+                   "selection": "selection", "population": "population", "fidelities": "fidelities", "eta": "eta",
+                   "device_profile": "device_profile", "prompt": "prompt", "context": "context",
+                   "evaluator": "evaluator.kind", "synthetic_cost": "evaluator.cost_s", "corpus": "evaluator.corpus",
+                   "precision": "evaluator.precision", "device": "evaluator.device", "eval_timeout": "eval_timeout_s",
+                   "inject_faults": "inject_faults", "storage": "storage"}
+
+
+def _check_same_settings(args: argparse.Namespace, stored: dict[str, Any]) -> None:
+    """--resume accepts the run's own flags again (re-running the same command line works), but a run's
+    settings cannot change: any flag given with a different value is an error naming it."""
+    from dataclasses import asdict
+
+    from star.errors import StarError
+    from star.objectives import CONSTRAINT_FLAGS
+
+    wanted = asdict(_settings_from_args(args))
+    paths = dict(SETTING_OF_FLAG, **{flag: f"constraints.{metric}" for flag, metric in CONSTRAINT_FLAGS.items()})
+
+    def lookup(settings: dict[str, Any], path: str) -> Any:
+        for part in path.split("."):
+            settings = settings.get(part) if isinstance(settings, dict) else None
+        return settings
+
+    for flag, path in paths.items():
+        if getattr(args, flag, None) is not None and lookup(wanted, path) != lookup(stored, path):
+            raise StarError(f"--{flag.replace('_', '-')} {lookup(wanted, path)!r} differs from this run's "
+                            f"{lookup(stored, path)!r}; a run's settings are fixed (only --budget and execution "
+                            "flags may change on --resume)")
+
+
+def _run_with_progress(search: Any, quiet: bool) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    settings = search.settings
+    err = Console(stderr=True)
+    columns = (TextColumn("search"), BarColumn(), MofNCompleteColumn(), TextColumn("evaluations"),
+               TextColumn("failed {task.fields[failures]}"), TextColumn("HV {task.fields[hv]:.4f}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
+        task = bar.add_task("search", total=settings.budget, completed=len(search.store.rows),
+                            failures=search.failures, hv=search.evolution.hypervolume())
+
+        def progress(state: dict[str, Any]) -> None:
+            bar.update(task, completed=state["done"], failures=state["failures"], hv=state["hypervolume"])
+
+        search.progress = progress
+        report = search.run()
+    if quiet:
+        _print_json(_front_records(search.store, report.front))
+        return
+    _print_front(search.store, report.front, f"Pareto set of {report.folder} ({len(report.front)} of "
+                                             f"{report.evaluations} evaluations, {report.failures} failed, "
+                                             f"hypervolume {report.hypervolume:.4f})")
+    print(f"results: {report.folder}/evaluations.parquet  (star pareto {report.folder}; "
+          f"optuna-dashboard {search.mirror_storage})")
+
+
+def _front_records(store: Any, front: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    objectives = store.manifest["settings"]["objectives"]
+    records = []
+    for row in front:
+        record = {"genome_id": row["genome_id"], "layer_types": row["layer_types"].split(","),
+                  **{name: row[name] for name in objectives},
+                  "genome": [int(g) for g in row["genome"].split(",")], "fidelity": row["fidelity"],
+                  "origin": row["origin"], "params": row["params"], "eval_index": row["eval_index"]}
+        records.append(record)
+    return records
+
+
+def _format_value(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if name in ("params", "non_embedding_params"):
+        return f"{value / 1e6:,.1f}M"
+    if name in ("cache_bytes", "peak_memory"):
+        return f"{value / 2**20:,.1f} MiB"
+    if name.endswith("_ms"):
+        return f"{value:,.2f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    objectives = store.manifest["settings"]["objectives"]
+    table = Table(title=title)
+    for column in ("genome_id", "layout", *objectives, "fidelity", "origin"):
+        table.add_column(column, justify="right" if column in objectives else "left")
+    for row in front:
+        layout = "".join(_short(k) for k in row["layer_types"].split(","))
+        table.add_row(row["genome_id"], layout, *(_format_value(o, row[o]) for o in objectives),
+                      row["fidelity"] or "static", row["origin"])
+    Console().print(table)
+
+
+def cmd_pareto(args: argparse.Namespace) -> None:
+    from star.errors import StarError
+    from star.search import front_rows
+    from star.store import RunStore
+
+    store = RunStore.open(args.run)
+    if not store.rows:
+        raise StarError(f"run {args.run} has no evaluations yet")
+    front = front_rows(store)
+    records = _front_records(store, front)
+    if args.format == "json":
+        _print_json(records)
+    elif args.format == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(records[0]) if records else ["genome_id"])
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in record.items()})
+    else:
+        _print_front(store, front, f"Pareto set of {args.run} ({len(front)} of {len(store.rows)} evaluations)")
+
+
 COMMANDS = {
     "presets": cmd_presets,
     "describe": cmd_describe,
@@ -335,6 +586,8 @@ COMMANDS = {
     "spaces": cmd_spaces,
     "tasks": cmd_tasks,
     "eval": cmd_eval,
+    "search": cmd_search,
+    "pareto": cmd_pareto,
 }
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, S
 from star.errors import StarError
 from star.evaluators import suite as S
 from star.evaluators.corpus import bundled_corpus, user_corpus
+from star.evaluators.fidelity import FIDELITIES
 from star.evaluators.tasks import build_suite
 from star.evaluators.trainer import IGNORE, ProxyTrainer, TrainSettings
 
@@ -95,7 +96,7 @@ def test_trainer_is_deterministic_and_learns(suite):
 def test_fidelity_names_levels_and_budgets():
     assert S.get_fidelity("2") is S.get_fidelity("default")
     assert S.get_fidelity("64K").tokens == 65536 and S.get_fidelity("64K").steps == 65536 // S.TOKENS_PER_BATCH
-    assert [f.tokens for f in S.FIDELITIES] == sorted(f.tokens for f in S.FIDELITIES)
+    assert [f.tokens for f in FIDELITIES] == sorted(f.tokens for f in FIDELITIES)
     for bad in ("7", "fast", "1K", "-3M"):
         with pytest.raises(StarError):
             S.get_fidelity(bad)
