@@ -390,7 +390,7 @@ SEARCH_DEFAULTS = {"space": "lfm2", "budget": 64, "objectives": "quality,decode_
                    "synthetic_cost": 0.0, "precision": "auto", "device": "auto", "eval_timeout": 1800.0}
 
 
-def cmd_search(args: argparse.Namespace) -> None:
+def cmd_search(args: argparse.Namespace) -> int:
     from star.errors import StarError
     from star.search import Search, create_run
     from star.store import RunStore
@@ -414,7 +414,13 @@ def cmd_search(args: argparse.Namespace) -> None:
         store = create_run(args.out or _default_folder(args), _settings_from_args(args))
     search = Search(store, workers=args.workers, threads_per_worker=args.threads_per_worker,
                     ray_address=args.ray_address, progress=None)
-    _run_with_progress(search, quiet=args.json)
+    try:
+        _run_with_progress(search, quiet=args.json)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"star: interrupted; {len(store.rows)} evaluations are saved in {store.path}; "
+                         f"continue with: star search --resume {store.path}\n")
+        return 130
+    return 0
 
 
 def _default_folder(args: argparse.Namespace) -> str:
@@ -552,7 +558,7 @@ def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
         layout = "".join(_short(k) for k in row["layer_types"].split(","))
         table.add_row(row["genome_id"], layout, *(_format_value(o, row[o]) for o in objectives),
                       row["fidelity"] or "static", row["origin"])
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def cmd_pareto(args: argparse.Namespace) -> None:

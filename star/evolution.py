@@ -86,6 +86,8 @@ def rank_order(candidates: Sequence[Candidate], selection: str) -> list[int]:
             score = crowding_distance(front_points)
         ranked = sorted(range(len(front)), key=lambda k: (-score[k], feasible[front[k]]))
         order.extend(feasible[front[k]] for k in ranked)
+    if selection == "hvi" and order:
+        return order  # LFM2: candidates over the device budgets are discarded
     return order + infeasible
 
 

@@ -14,6 +14,7 @@ of the genome id so a retry fails the same way.  It exists to test this machiner
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import socket
@@ -189,6 +190,7 @@ class RayExecutor:
             raise StarError(f"--workers and --threads-per-worker must be >= 1, got {workers} and {threads}")
         self.workers, self.threads, self.timeout_s = workers, threads, timeout_s
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        logging.getLogger("ray").setLevel(logging.ERROR)  # keep Ray's start-up notices off the user's terminal
         if not ray.is_initialized():
             try:
                 if address:

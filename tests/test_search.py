@@ -246,3 +246,15 @@ def test_resume_of_a_finished_run_evaluates_nothing_and_can_extend_the_budget(tm
     fresh = tmp_path / "fresh"
     assert star(*base[:-1], str(fresh), "--budget", "45").returncode == 0
     assert content(out / "evaluations.parquet") == content(fresh / "evaluations.parquet")
+
+
+def test_selection_rules_rank_feasible_fronts_first_and_hvi_discards_violators():
+    from star.evolution import Candidate, rank_order
+
+    pts = {"a": (0.0, 1.0), "b": (1.0, 0.0), "c": (0.5, 0.5), "d": (0.9, 0.9), "e": (0.0, 0.0)}
+    cands = [Candidate(k, (), 0, p, 0.0 if k != "e" else 0.3) for k, p in pts.items()]
+    nsga2 = [cands[i].genome_id for i in rank_order(cands, "nsga2")]
+    hvi = [cands[i].genome_id for i in rank_order(cands, "hvi")]
+    assert set(nsga2[:3]) == {"a", "b", "c"} and nsga2[3:] == ["d", "e"]  # e beats all, but is infeasible
+    assert nsga2.index("c") == 2  # interior point: finite crowding, after the infinite boundaries
+    assert set(hvi[:3]) == {"a", "b", "c"} and hvi[3:] == ["d"]
