@@ -163,8 +163,9 @@ def environment(corpus: Corpus, threads: int, precision: str, device: str) -> di
 def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELITY, seed: int = 0,
              corpus: Corpus | None = None, threads: int | None = None, device: str = "auto",
              precision: str = "auto", tasks: list[str] | None = None, progress: Progress | None = None,
-             compile: bool = False) -> SuiteResult:
-    """Train `config` (already at proxy scale, vocabulary 512) on the mixture and score every task."""
+             compile: bool = False, save_weights: str | None = None) -> SuiteResult:
+    """Train `config` (already at proxy scale, vocabulary 512) on the mixture and score every task;
+    `save_weights` keeps the trained proxy (native safetensors, fp32) for `star export --weights`."""
     if config.vocab_size != VOCAB_SIZE:
         raise StarError(f"the suite needs vocab_size {VOCAB_SIZE} (a proxy); got {config.vocab_size}; "
                         "use star.scaling.to_proxy")
@@ -202,6 +203,16 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
         if progress:
             progress(step + 1, fid.steps, loss)
     timing.update(data_s=data_s, train_s=train_s, first_step_s=first_step_s)
+    if save_weights:
+        from pathlib import Path
+
+        from safetensors.torch import save_model
+
+        target = Path(save_weights)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        save_model(trainer.model, str(tmp), metadata={"format": "pt", "architecture": config.name})
+        os.replace(tmp, target)
 
     t0 = time.perf_counter()
     scores = [score_task(trainer, suite, task, held_out[task.name]) for task in selected]

@@ -46,8 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes per cached value (default 2: bf16/fp16)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("export", help="write a transformers (hf) or native model folder")
-    _add_source(p)
+    p = sub.add_parser("export", help="write a transformers (hf) or native model folder",
+                       description="Export a preset, config or genome, or a genome from a search run "
+                                   "(star export RUN --rank 1 ...).")
+    p.add_argument("run", nargs="?", help="a run folder of star search (then --rank or --id picks the genome)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a preset name (see `star presets`)")
+    source.add_argument("--config", help="an ArchConfig JSON file (or a folder holding config.json)")
+    source.add_argument("--genome", help="comma-separated genome integers; needs --space")
+    source.add_argument("--rank", type=int, help="with RUN: the K-th member of the run's Pareto set, as star pareto "
+                                                 "lists it (1 = first)")
+    source.add_argument("--id", dest="genome_id", help="with RUN: a genome id of the run")
+    p.add_argument("--space", default="lfm2", help="search space of --genome (default: lfm2)")
     p.add_argument("--format", required=True, choices=("hf", "native"), help="hf: transformers config; native: ours")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--weights", action="store_true", help="also write model.safetensors (seeded random init)")
@@ -85,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write per-task scores to this Parquet file")
 
     _add_search_parser(sub)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run (works offline)")
+    p.add_argument("run", help="run folder (written by star search)")
+    p.add_argument("-o", "--out", required=True, help="HTML file to write")
+
+    p = sub.add_parser("dashboard", help="serve the run's Optuna study with optuna-dashboard on this machine")
+    p.add_argument("run", help="run folder (written by star search)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--host", help="address to bind; default 127.0.0.1 (only this machine). Give another "
+                                  "explicitly, e.g. 0.0.0.0, to let other machines in")
 
     p = sub.add_parser("pareto", help="list the non-dominated evaluations of a run")
     p.add_argument("run", help="run folder (written by star search)")
@@ -135,6 +155,9 @@ def _add_search_parser(sub: Any) -> None:
     p.add_argument("--inject-faults", metavar="SPEC",
                    help="rig genomes to fail, e.g. raise=0.1,nan=0.1,hang=0.05,crash=0.05 (tests the machinery)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the run folder)")
+    p.add_argument("--keep-weights", action="store_true", default=None,
+                   help="keep every trained proxy in RUN/weights/ (about 4 bytes per parameter each) so that "
+                        "star export --weights can export it")
     p.add_argument("--workers", type=int, default=1, help="evaluations in parallel (default 1)")
     p.add_argument("--threads-per-worker", type=int, help="CPUs each worker declares (default cores / workers)")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or HOST:6379) instead of a local one")
@@ -242,13 +265,57 @@ def _short(kind: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from star.errors import StarError
     from star.export import export
 
-    config = _resolve_config(args)
-    written = export(config, args.out, args.format, weights=args.weights, seed=args.seed,
-                     weights_from=args.weights_from, force=args.force)
+    from_run = args.rank is not None or args.genome_id is not None
+    if args.run and not from_run:
+        raise StarError("with a run folder, pick the genome with --rank K or --id GENOME_ID")
+    if from_run and not args.run:
+        raise StarError("--rank and --id pick a genome from a run: star export RUN --rank K ...")
+    if not args.run and not (args.preset or args.config or args.genome):
+        raise StarError("name what to export: --preset, --config, --genome, or a run folder with --rank/--id")
+    weights_from = args.weights_from
+    if args.run:
+        config, weights_from = _config_from_run(args)
+    else:
+        config = _resolve_config(args)
+    written = export(config, args.out, args.format, weights=args.weights and not weights_from, seed=args.seed,
+                     weights_from=weights_from, force=args.force)
     for path in written:
         print(path)
+
+
+def _config_from_run(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The architecture of the chosen evaluation; with --weights, its trained proxy and weight file."""
+    from star.arch import ArchConfig
+    from star.errors import StarError
+    from star.search import front_rows
+    from star.store import RunStore
+
+    store = RunStore.open(args.run)
+    if not store.rows:
+        raise StarError(f"run {args.run} has no evaluations yet")
+    if args.rank is not None:
+        front = front_rows(store)
+        if not 1 <= args.rank <= len(front):
+            raise StarError(f"--rank {args.rank} is out of range: the Pareto set of {args.run} has "
+                            f"{len(front)} members (1..{len(front)})")
+        row = front[args.rank - 1]
+    else:
+        rows = [r for r in store.rows if r["genome_id"] == args.genome_id and r["status"] == "ok"]
+        if not rows:
+            raise StarError(f"no successful evaluation of genome id {args.genome_id!r} in {args.run}")
+        row = max(rows, key=lambda r: r["rung"])
+    config = ArchConfig.from_json(row["config_json"], source=f"{args.run} evaluation {row['eval_index']}")
+    if not args.weights:
+        return config, None
+    if not row.get("weights_file"):
+        raise StarError(f"{args.run} kept no weights for genome {row['genome_id']} (start a search with "
+                        "--keep-weights to keep trained proxies)")
+    from star.scaling import to_proxy
+
+    return to_proxy(config), str(store.path / row["weights_file"])
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -452,7 +519,8 @@ def _settings_from_args(args: argparse.Namespace) -> Any:
         selection=opts["selection"], fidelities=[f.strip() for f in opts["fidelities"].split(",") if f.strip()],
         eta=opts["eta"], evaluator=evaluator.__dict__.copy(), seed_presets=args.seed_preset or [],
         device_profile=opts["device_profile"], prompt=opts["prompt"], context=opts["context"],
-        eval_timeout_s=opts["eval_timeout"], inject_faults=args.inject_faults or "", storage=args.storage or "")
+        eval_timeout_s=opts["eval_timeout"], inject_faults=args.inject_faults or "", storage=args.storage or "",
+        keep_weights=bool(args.keep_weights))
 
 
 # `star search` flag → where its value lives in the manifest's settings.
@@ -461,7 +529,7 @@ SETTING_OF_FLAG = {"space": "space", "objectives": "objectives", "seed": "seed",
                    "device_profile": "device_profile", "prompt": "prompt", "context": "context",
                    "evaluator": "evaluator.kind", "synthetic_cost": "evaluator.cost_s", "corpus": "evaluator.corpus",
                    "precision": "evaluator.precision", "device": "evaluator.device", "eval_timeout": "eval_timeout_s",
-                   "inject_faults": "inject_faults", "storage": "storage"}
+                   "inject_faults": "inject_faults", "storage": "storage", "keep_weights": "keep_weights"}
 
 
 def _check_same_settings(args: argparse.Namespace, stored: dict[str, Any]) -> None:
@@ -512,14 +580,20 @@ def _run_with_progress(search: Any, quiet: bool) -> None:
 
         search.progress = progress
         report = search.run()
+    from star.report import write_report
+
+    page = search.store.path / "report.html"
+    if search.store.rows:
+        write_report(search.store, str(page))
     if quiet:
         _print_json(_front_records(search.store, report.front))
         return
     _print_front(search.store, report.front, f"Pareto set of {report.folder} ({len(report.front)} of "
                                              f"{report.evaluations} evaluations, {report.failures} failed, "
                                              f"hypervolume {report.hypervolume:.4f})")
-    print(f"results: {report.folder}/evaluations.parquet  (star pareto {report.folder}; "
-          f"optuna-dashboard {search.mirror_storage})")
+    print(f"results: {report.folder}/evaluations.parquet\nreport:  {page}  (open it in a browser)\n"
+          f"more:    star pareto {report.folder}; star dashboard {report.folder}; "
+          f"star export {report.folder} --rank 1 --format hf -o winner")
 
 
 def _front_records(store: Any, front: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -584,6 +658,47 @@ def cmd_pareto(args: argparse.Namespace) -> None:
         _print_front(store, front, f"Pareto set of {args.run} ({len(front)} of {len(store.rows)} evaluations)")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from star.errors import StarError
+    from star.report import write_report
+    from star.store import RunStore
+
+    if not args.out.endswith((".html", ".htm")):
+        raise StarError(f"-o {args.out}: expected an .html file name")
+    store = RunStore.open(args.run)
+    if not store.rows:
+        raise StarError(f"run {args.run} has no evaluations yet; nothing to report")
+    size = write_report(store, args.out)
+    print(f"wrote {args.out} ({size / 2**20:.1f} MiB; opens offline in any browser)")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    import socket
+
+    from star.errors import StarError
+    from star.search import open_study
+    from star.store import RunStore
+
+    store = RunStore.open(args.run)
+    if not store.rows:
+        raise StarError(f"run {args.run} has no evaluations yet")
+    storage = open_study(store).storage_url
+    host = args.host or "127.0.0.1"
+    if not 0 < args.port < 65536:
+        raise StarError(f"--port must be in 1..65535, got {args.port}")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, args.port))
+        except OSError as err:
+            raise StarError(f"cannot listen on {host}:{args.port}: {err.strerror or err}") from None
+    if args.host and host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(f"star: warning: serving on {host}: other machines can reach this dashboard\n")
+    from optuna_dashboard import run_server
+
+    print(f"optuna-dashboard for {args.run}: http://{host}:{args.port}/dashboard/  (Ctrl-C stops it)", flush=True)
+    run_server(storage, host=host, port=args.port)
+
+
 COMMANDS = {
     "presets": cmd_presets,
     "describe": cmd_describe,
@@ -594,6 +709,8 @@ COMMANDS = {
     "eval": cmd_eval,
     "search": cmd_search,
     "pareto": cmd_pareto,
+    "report": cmd_report,
+    "dashboard": cmd_dashboard,
 }
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class EvalJob:
     threads: int
     evaluator: EvaluatorSpec
     faults: FaultPlan = field(default_factory=FaultPlan)
+    weights_path: str | None = None  # where to keep the trained proxy (suite evaluator only)
 
 
 @dataclass
@@ -140,7 +141,8 @@ def _evaluate(config: Any, job: EvalJob) -> dict[str, Any]:
     from star.scaling import to_proxy
 
     result = evaluate(to_proxy(config), job.fidelity, seed=job.seed, corpus=load_corpus(spec.corpus),
-                      threads=job.threads, device=spec.device, precision=spec.precision)
+                      threads=job.threads, device=spec.device, precision=spec.precision,
+                      save_weights=job.weights_path)
     metrics: dict[str, Any] = {"quality": float(result.aggregate),
                                "train_tokens_per_s": float(result.training["tokens_per_s"]),
                                "final_loss": float(result.training["final_loss"])}

@@ -61,6 +61,7 @@ class SearchSettings:
     eval_timeout_s: float = 1800.0
     inject_faults: str = ""
     storage: str = ""  # Optuna storage URL; "" = RUN/study.db
+    keep_weights: bool = False  # keep every trained proxy in RUN/weights/ (for star export --weights)
     study_name: str = "star-search"
 
     def check(self) -> None:
@@ -91,6 +92,8 @@ class SearchSettings:
         if self.inject_faults and not self.trains:
             raise StarError("--inject-faults needs an objective that trains (quality); static objectives never fail")
         FaultPlan.parse(self.inject_faults)
+        if self.keep_weights and not (self.trains and self.evaluator["kind"] == "suite"):
+            raise StarError("--keep-weights needs trained proxies: the quality objective with the suite evaluator")
 
     @property
     def trains(self) -> bool:
@@ -154,11 +157,8 @@ class Search:
         self.evolution = Evolution(self.space, evo, self.normaliser, screen=self._excess)
         for row in store.rows:  # replay: the state after these evaluations, exactly as when they finished
             self.evolution.tell(row)
-        self.mirror_storage = self.settings.storage or default_storage(store.path)
-        self.mirror = OptunaMirror(self.mirror_storage, self.settings.study_name, [o.name for o in self.objectives],
-                                   [o.direction for o in self.objectives], self.space.gene_names(),
-                                   self.space.gene_sizes())
-        self.mirror.sync(store.rows)
+        self.mirror = open_study(store)
+        self.mirror_storage = self.mirror.storage_url
         self._versions = versions()
         self._machine = machine()
 
@@ -200,13 +200,22 @@ class Search:
         if outcome is not None:
             row.update(status=outcome.status, reason=outcome.reason, attempts=outcome.attempts,
                        wall_s=outcome.wall_s, worker=outcome.worker, **outcome.metrics)
+            if self.settings.keep_weights and outcome.status == "ok":
+                row["weights_file"] = self._weights_file(proposal)
         return row
 
+    def _weights_file(self, proposal: Proposal) -> str:
+        """Relative to the run folder: one file per genome and fidelity."""
+        return f"weights/{proposal.genome_id}-{self.settings.fidelities[proposal.rung]}.safetensors"
+
     def _job(self, proposal: Proposal) -> EvalJob:
+        weights = str((self.store.path / self._weights_file(proposal)).resolve()) if self.settings.keep_weights \
+            else None
         return EvalJob(job=proposal.job, space=self.settings.space, genome=proposal.genome,
                        genome_id=proposal.genome_id, fidelity=self.settings.fidelities[proposal.rung],
                        seed=self.settings.seed, threads=self.threads,
-                       evaluator=EvaluatorSpec(**self.settings.evaluator), faults=self.fault_plan)
+                       evaluator=EvaluatorSpec(**self.settings.evaluator), faults=self.fault_plan,
+                       weights_path=weights)
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -269,6 +278,20 @@ class Search:
             self.progress({"done": len(self.store.rows), "budget": self.settings.budget, "failures": self.failures,
                            "hypervolume": self.evolution.hypervolume(),
                            "screened_out": self.evolution.screened_out})
+
+
+def open_study(store: RunStore) -> OptunaMirror:
+    """The run's Optuna study, brought up to date with evaluations.parquet."""
+    from star.search_spaces import get_space
+
+    settings = store.manifest["settings"]
+    space = get_space(settings["space"])
+    objectives = parse_objectives(",".join(settings["objectives"]))
+    mirror = OptunaMirror(settings["storage"] or default_storage(store.path), settings["study_name"],
+                          [o.name for o in objectives], [o.direction for o in objectives], space.gene_names(),
+                          space.gene_sizes())
+    mirror.sync(store.rows)
+    return mirror
 
 
 def _preset_genome(space: SearchSpace, name: str) -> tuple[int, ...]:

@@ -33,7 +33,7 @@ BASE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("origin", "string"), ("parents", "string"), ("layer_types", "string"), ("config_json", "string"),
     ("rung", "int64"), ("fidelity", "string"), ("fidelity_tokens", "int64"), ("status", "string"),
     ("reason", "string"), ("attempts", "int64"), ("feasible", "bool"), ("violation", "float64"),
-    ("violations", "string"),
+    ("violations", "string"), ("weights_file", "string"),
 )
 METRIC_COLUMNS = ("quality", "params", "non_embedding_params", "cache_bytes", "ttft_ms", "prefill_tok_s", "decode_ms",
                   "decode_ms_p95", "peak_memory", "prefill_flops", "decode_flops", "train_tokens_per_s",
@@ -180,6 +180,7 @@ class OptunaMirror:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
+        self.storage_url = storage
         self.objectives = list(objectives)
         self.distributions = {name: optuna.distributions.IntDistribution(0, size - 1)
                               for name, size in zip(gene_names, gene_sizes, strict=True)}
