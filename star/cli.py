@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind; default 127.0.0.1 (only this machine). Give another "
                                   "explicitly, e.g. 0.0.0.0, to let other machines in")
 
+    p = sub.add_parser("profile", help="measure operator latencies on this machine (prefill and decode)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to measure (default cpu)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all this process may use)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and activations (default fp32)")
+    p.add_argument("--quick", action="store_true", help="a coarse grid (about a minute) instead of the full one")
+    p.add_argument("-o", "--out", required=True, help="Parquet file to write")
+
+    p = sub.add_parser("predict", help="predicted latency and memory of an architecture on a profiled device")
+    _add_source(p)
+    p.add_argument("--profile", default="dev-cpu", help="a profile file, or a shipped one by name (default dev-cpu)")
+    p.add_argument("--prompt", type=int, default=1024, help="prompt tokens for time to first token (default 1024)")
+    p.add_argument("--context", type=int, default=4096, help="context for decode and memory (default 4096)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("pareto", help="list the non-dominated evaluations of a run")
     p.add_argument("run", help="run folder (written by star search)")
     p.add_argument("--format", default="table", choices=("table", "json", "csv"), help="output format (default table)")
@@ -658,6 +672,55 @@ def cmd_pareto(args: argparse.Namespace) -> None:
         _print_front(store, front, f"Pareto set of {args.run} ({len(front)} of {len(store.rows)} evaluations)")
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from star.errors import StarError
+    from star.evaluators.profiler import profile
+
+    if args.threads is not None and args.threads < 1:
+        raise StarError(f"--threads must be >= 1, got {args.threads}")
+    columns = (TextColumn("profiling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        rows = profile(args.out, args.device, args.threads, args.dtype, args.quick, progress)
+    print(f"wrote {args.out} ({rows} measurements)")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import warnings
+
+    from star.evaluators.predictor import load_profile
+
+    config = _resolve_config(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profile = load_profile(args.profile)
+    for warning in caught:
+        sys.stderr.write(f"star: warning: {warning.message}\n")
+    result = profile.predict(config, args.prompt, args.context)
+    out = {"architecture": config.name, "profile": str(profile.path), "prompt": args.prompt, "context": args.context,
+           "prefill_ms": result["ttft_ms"], "prefill_tok_s": result["prefill_tok_s"],
+           "decode_ms_per_token": result["decode_ms"], "decode_ms_p95": result["decode_ms_p95"],
+           "peak_memory_bytes": result["peak_memory"], "machine": profile.machine}
+    if args.json:
+        _print_json(out)
+        return
+    print(f"{config.name} on {profile.machine.get('cpu')} ({profile.machine.get('threads')} threads, "
+          f"{profile.machine.get('dtype')}):")
+    print(f"  time to first token ({args.prompt} tokens): {out['prefill_ms']:,.1f} ms "
+          f"({out['prefill_tok_s']:,.0f} tokens/s)")
+    print(f"  decode at {args.context} tokens: p50 {out['decode_ms_per_token']:,.2f} ms/token, "
+          f"p95 {out['decode_ms_p95']:,.2f} ms")
+    print(f"  memory (weights + cache): {out['peak_memory_bytes'] / 2**20:,.1f} MiB")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from star.errors import StarError
     from star.report import write_report
@@ -710,6 +773,8 @@ COMMANDS = {
     "search": cmd_search,
     "pareto": cmd_pareto,
     "report": cmd_report,
+    "profile": cmd_profile,
+    "predict": cmd_predict,
     "dashboard": cmd_dashboard,
 }
 

@@ -12,10 +12,11 @@ the report use the same scale).  The reference point is 1.1 on every axis.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from star.arch import ArchConfig
@@ -95,17 +96,33 @@ def violation(constraints: Sequence[Constraint], metrics: Mapping[str, float]) -
     return sum(e for _, e in broken), "; ".join(f"{c.metric} {metrics[c.metric]:.4g} > {c.limit:g}" for c, _ in broken)
 
 
+@functools.cache
+def predictor_for(device: str) -> Callable[[ArchConfig, int, int], dict[str, float]]:
+    """A roofline device model by name (evaluators/latency.py), else a measured profile by name or path."""
+    from star.evaluators.latency import DEVICES, predict
+
+    if device in DEVICES:
+        return functools.partial(predict, device=DEVICES[device])
+    from pathlib import Path
+
+    from star.evaluators.predictor import PROFILES_DIR, load_profile
+
+    shipped = sorted(p.stem for p in PROFILES_DIR.glob("*.parquet"))
+    if device not in shipped and not Path(device).is_file():
+        raise StarError(f"unknown device profile {device!r}: give a roofline model ({', '.join(DEVICES)}), a shipped "
+                        f"profile ({', '.join(shipped) or 'none'}) or a profile file from star profile")
+    return load_profile(device).predict
+
+
 def screening_metrics(config: ArchConfig, device: str, prompt: int, context: int) -> dict[str, float]:
     """Every objective and constraint metric except quality: exact accounting plus device predictions."""
-    from star.evaluators.latency import predict
-
     return {
         "params": float(config.params()),
         "non_embedding_params": float(config.non_embedding_params()),
         "cache_bytes": float(config.cache_bytes(context)),
         "prefill_flops": float(config.flops(prompt, 0)),
         "decode_flops": float(config.flops(1, context)),
-        **predict(config, device, prompt, context),
+        **predictor_for(device)(config, prompt=prompt, context=context),
     }
 
 

@@ -66,12 +66,13 @@ class SearchSettings:
 
     def check(self) -> None:
         from star.evaluators.fidelity import get_fidelity
-        from star.evaluators.latency import get_device
         from star.search_spaces import get_space
 
         get_space(self.space)
         parse_objectives(",".join(self.objectives))
-        get_device(self.device_profile)
+        from star.objectives import predictor_for
+
+        predictor_for(self.device_profile)  # a roofline model by name, or a measured profile
         if self.budget < 1:
             raise StarError(f"--budget must be >= 1, got {self.budget}")
         if self.population < 2:

@@ -1,0 +1,117 @@
+"""How well does the profile-based predictor match end-to-end latency of our own model?
+
+Architectures: random genomes of both search spaces (seed 1, none of them used to build the profile,
+which measures single operators only), at proxy scale (width 128, vocabulary 512) and at full size,
+plus the lfm2-350m and qwen3-0.6b presets for the speed-ratio check.  Each is built as our `StarLM` in
+fp32 and measured on this machine with the profile's thread count (`profiler.measure_model`, the same
+end-to-end timing the profile's calibration uses):
+- prefill: batch 1, a prompt of `--prompt` tokens (median of `--reps` calls, after a warm-up);
+- decode: one token with `--context` tokens in the cache (median of `--reps` steps).
+The predictor is `star predict` with the given profile.  Printed: the share of predictions within
+±10% of the measurement, for prefill and decode separately, Kendall's tau between predicted and
+measured, and the decode/prefill speed ratio of lfm2-350m over qwen3-0.6b.
+
+    python benchmarks/latency_accuracy.py [--profile dev-cpu] [--proxies 20] [--full 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from itertools import combinations
+
+import torch
+
+from star.evaluators.predictor import load_profile
+from star.evaluators.profiler import measure_model
+from star.presets import get_preset
+from star.scaling import to_proxy
+from star.search_spaces import get_space
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    pairs = list(combinations(range(len(a)), 2))
+    score = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs) - sum(
+        (a[i] - a[j]) * (b[i] - b[j]) < 0 for i, j in pairs)
+    return score / len(pairs)
+
+
+def architectures(proxies: int, full: int, max_params: float) -> list:
+    rng = random.Random(1)
+    out = []
+    for space_name in ("lfm2", "star"):
+        space = get_space(space_name)
+        n_proxy, n_full = proxies // 2, full // 2
+        while n_proxy or n_full:
+            config = space.decode(space.sample(rng))
+            if n_proxy:
+                out.append(("proxy", to_proxy(config)))
+                n_proxy -= 1
+            elif config.params() <= max_params:
+                out.append(("full", config))
+                n_full -= 1
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="dev-cpu")
+    parser.add_argument("--proxies", type=int, default=20)
+    parser.add_argument("--full", type=int, default=12)
+    parser.add_argument("--max-params", type=float, default=1.3e9, help="largest full-size model to build")
+    parser.add_argument("--prompt", type=int, default=256)
+    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", help="write every measurement and prediction as JSON lines here")
+    args = parser.parse_args()
+    profile = load_profile(args.profile)
+    torch.set_num_threads(int(profile.machine["threads"]))
+    rows = []
+    archs = architectures(args.proxies, args.full, args.max_params)
+    archs += [("preset", get_preset("lfm2-350m")), ("preset", get_preset("qwen3-0.6b"))]
+    for i, (kind, config) in enumerate(archs):
+        predicted = profile.predict(config, args.prompt, args.context)
+        prefill, decode = measure_model(config, args.prompt, args.context, args.reps)
+        rows.append({"kind": kind, "name": config.name, "params": config.params(), "prefill_ms": prefill,
+                     "decode_ms": decode, "pred_prefill_ms": predicted["ttft_ms"],
+                     "pred_decode_ms": predicted["decode_ms"]})
+        r = rows[-1]
+        print(f"[{i + 1}/{len(archs)}] {kind:<6} {config.name:<22} {config.params() / 1e6:8.1f}M  prefill "
+              f"{prefill:9.2f} ms (pred {r['pred_prefill_ms']:9.2f})  decode {decode:8.3f} ms "
+              f"(pred {r['pred_decode_ms']:8.3f})", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    sample = [r for r in rows if r["kind"] != "preset"]
+    print(f"\n{len(sample)} architectures ({sum(r['kind'] == 'proxy' for r in sample)} proxies, "
+          f"{sum(r['kind'] == 'full' for r in sample)} full size), prompt {args.prompt}, context {args.context}, "
+          f"{profile.machine['threads']} threads, profile {profile.path.name}")
+    for phase in ("prefill", "decode"):
+        errors = [r[f"pred_{phase}_ms"] / r[f"{phase}_ms"] - 1 for r in sample]
+        within = sum(abs(e) <= 0.10 for e in errors) / len(errors)
+        tau = kendall_tau([r[f"{phase}_ms"] for r in sample], [r[f"pred_{phase}_ms"] for r in sample])
+        print(f"  {phase:<8} within ±10%: {100 * within:5.1f}%   median |error| "
+              f"{100 * statistics.median(abs(e) for e in errors):5.1f}%   worst {100 * max(errors, key=abs):+6.1f}%"
+              f"   Kendall tau {tau:.3f}")
+    space = get_space("lfm2")
+    rng = random.Random(2)
+    configs = [space.decode(space.sample(rng)) for _ in range(1000)]
+    start = time.perf_counter()
+    for config in configs:
+        profile.predict(config, args.prompt, args.context)
+    batch = time.perf_counter() - start
+    print(f"  prediction speed: 1,000 lfm2-space genomes in {batch:.3f} s ({1e3 * batch / 1000:.3f} ms each; "
+          f"prefill, decode and memory)")
+    lfm2, qwen = rows[-2], rows[-1]
+    for phase in ("prefill", "decode"):
+        measured = qwen[f"{phase}_ms"] / lfm2[f"{phase}_ms"]
+        predicted = qwen[f"pred_{phase}_ms"] / lfm2[f"pred_{phase}_ms"]
+        print(f"  {phase} speed ratio lfm2-350m over qwen3-0.6b: measured {measured:.2f}x, predicted "
+              f"{predicted:.2f}x ({100 * (predicted / measured - 1):+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Latency predictions from a measured profile (`star profile`), by operator-level composition.
+
+For every unit and phase of the profile (see `profiler.py`), a small linear model
+
+    time = a + b · FLOPs + c · bytes moved
+
+is fitted by least squares on relative error (so a 0.1 ms unit counts as much as a 100 ms one), with
+non-negative coefficients.  An architecture's prefill time is the sum over its blocks of its mixer
+and FFN units at the prompt length, plus the embedding and the head; decode is the same sum at one
+token with the context in the cache.  The fit interpolates between the profiled widths and lengths,
+and extrapolates along the roofline-shaped features beyond them.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from star.arch import ArchConfig, IdentityMixer
+from star.errors import StarError
+
+from .profiler import Case, features
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+
+@dataclass(frozen=True)
+class UnitModel:
+    coef: tuple[float, float, float]  # a (ms), b (ms per FLOP), c (ms per byte)
+    p95_ratio: float
+
+    def __call__(self, flops: float, moved: float) -> float:
+        a, b, c = self.coef
+        return a + b * flops + c * moved
+
+
+def _fit(rows: list[dict[str, Any]]) -> UnitModel:
+    x = np.array([[1.0, r["flops"], r["bytes"]] for r in rows])
+    y = np.array([r["median_ms"] for r in rows])
+    scale = x.max(axis=0)
+    scale[scale == 0] = 1.0
+    active = [0, 1, 2]
+    while True:  # non-negative least squares by dropping negative coefficients (3 features: at most 3 passes)
+        a = x[:, active] / scale[active] / y[:, None]
+        sol, *_ = np.linalg.lstsq(a, np.ones(len(y)), rcond=None)
+        if (sol >= 0).all() or len(active) == 1:
+            break
+        active = [f for f, s in zip(active, sol, strict=True) if s >= 0] or [0]
+    coef = [0.0, 0.0, 0.0]
+    for f, s in zip(active, sol, strict=True):
+        coef[f] = max(0.0, float(s)) / scale[f]
+    ratio = float(np.median([r["p95_ms"] / r["median_ms"] for r in rows]))
+    return UnitModel((coef[0], coef[1], coef[2]), ratio)
+
+
+class Profile:
+    """A measured profile and the unit models fitted to it."""
+
+    def __init__(self, path: str | Path) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StarError(f"profile {str(path)!r} does not exist (make one with star profile -o FILE.parquet)")
+        try:
+            table = pq.read_table(self.path)
+            self.machine = json.loads(table.schema.metadata[b"star.profile"])
+        except Exception as err:  # damaged file, or a Parquet file that is not a profile
+            raise StarError(f"profile {str(path)!r} is not a star profile ({type(err).__name__})") from None
+        rows = table.to_pylist()
+        needed = {"unit", "phase", "flops", "bytes", "median_ms", "p95_ms"}
+        if not rows or not needed <= set(rows[0]):
+            raise StarError(f"profile {str(path)!r} has no measurements or lacks columns {sorted(needed)}")
+        self.rows = rows
+        self.models: dict[tuple[str, str, str], UnitModel] = {}
+        for key in sorted({(r["unit"], r["phase"], r.get("cache", "warm")) for r in rows}):
+            self.models[key] = _fit([r for r in rows if (r["unit"], r["phase"], r.get("cache", "warm")) == key])
+        self.weight_bytes = 4 if self.machine.get("dtype", "fp32") == "fp32" else 2
+        self.llc_bytes = int(self.machine.get("llc_bytes", 32 * 2**20))
+
+    def check_machine(self) -> str | None:
+        """A warning when this profile was measured on another machine or torch version."""
+        import platform
+
+        from star.machine import cpu_name
+
+        here = {"cpu": cpu_name(), "arch": platform.machine()}
+        try:
+            import torch
+
+            here["torch"] = torch.__version__
+        except ImportError:
+            pass
+        different = [f"{k} {self.machine.get(k)!r} (here {v!r})" for k, v in here.items() if self.machine.get(k) != v]
+        if different:
+            return f"profile {self.path.name} was measured elsewhere: " + ", ".join(different)
+        return None
+
+    def _model(self, unit: str, phase: str, cache: str) -> UnitModel:
+        model = self.models.get((unit, phase, cache)) or self.models.get((unit, phase, "warm"))
+        if model is None:
+            raise StarError(f"profile {self.path.name} has no measurements of {unit} ({phase})")
+        return model
+
+    def _pass(self, config: ArchConfig, phase: str, tokens: int) -> tuple[float, float]:
+        """(median ms, p95 ms) of one prefill of `tokens` tokens or one decode step at context `tokens`.
+        A model whose weights and cache exceed the last-level cache runs every unit cold."""
+        footprint = config.params() * self.weight_bytes + config.cache_bytes(tokens, self.weight_bytes)
+        cache = "cold" if footprint > self.llc_bytes else "warm"
+        d, parts = config.hidden_size, []
+        parts.append(("embedding", config.vocab_size))
+        for block in config.blocks:
+            if not isinstance(block.mixer, IdentityMixer):
+                parts.append((f"mixer:{block.mixer.kind}", block.mixer))
+            if block.ffn is not None:
+                parts.append((f"ffn:{'swiglu' if block.ffn.kind == 'swiglu' else 'mlp'}", block.ffn))
+        parts.append(("head", config.vocab_size))
+        median = p95 = 0.0
+        for unit, spec in parts:
+            model = self._model(unit, phase, cache)
+            t = model(*features(Case(unit, d, spec, phase, tokens), self.weight_bytes))
+            median += t
+            p95 += t * model.p95_ratio
+        fixed = len(config.blocks) * float(self.machine.get("overhead_ms_per_block", {}).get(phase, 0.0))
+        return median + fixed, p95 + fixed
+
+    def predict(self, config: ArchConfig, prompt: int = 1024, context: int = 4096) -> dict[str, float]:
+        if prompt < 1 or context < 1:
+            raise StarError(f"prompt and context must be >= 1, got {prompt} and {context}")
+        prefill, _ = self._pass(config, "prefill", prompt)
+        decode, decode_p95 = self._pass(config, "decode", context)
+        return {"ttft_ms": prefill, "prefill_tok_s": 1e3 * prompt / prefill, "decode_ms": decode,
+                "decode_ms_p95": max(decode, decode_p95),
+                "peak_memory": float(config.params() * self.weight_bytes + config.cache_bytes(context,
+                                                                                             self.weight_bytes))}
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A shipped profile by name (evaluators/profiles/NAME.parquet) or a file."""
+    shipped = PROFILES_DIR / f"{name_or_path}.parquet"
+    profile = Profile(shipped if shipped.is_file() else name_or_path)
+    warning = profile.check_machine()
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    return profile

@@ -1,0 +1,87 @@
+"""The operator profiler and the predictors built on it (measured profiles and roofline models)."""
+
+import json
+import warnings
+
+import pyarrow.parquet as pq
+import pytest
+from cli_helpers import assert_bad_input, star
+
+from star.errors import StarError
+from star.evaluators.latency import DEVICES, predict
+from star.evaluators.predictor import Profile, load_profile
+from star.evaluators.profiler import Grid, profile
+from star.presets import get_preset
+
+TINY = Grid(widths=(64, 128), prefill=(16, 64), decode=(32, 256), reps=2, warmup=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profile") / "tiny.parquet"
+    profile(str(path), threads=1, grid=TINY)
+    return path
+
+
+def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_profile):
+    table = pq.read_table(tiny_profile)
+    rows = table.to_pylist()
+    units = {(r["unit"], r["phase"]) for r in rows}
+    for unit in ("mixer:short_conv", "mixer:attention", "mixer:long_conv", "mixer:recurrence", "ffn:swiglu",
+                 "ffn:mlp", "embedding", "head"):
+        assert (unit, "prefill") in units and (unit, "decode") in units
+    assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in rows)
+    machine = json.loads(table.schema.metadata[b"star.profile"])
+    assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["torch"] and machine["cpu"]
+    assert {r["cache"] for r in rows} == {"warm", "cold"}
+    assert set(machine["overhead_ms_per_block"]) == {"prefill", "decode"}  # measured on whole models
+
+
+def test_predictions_are_deterministic_and_grow_with_length(tiny_profile):
+    config = get_preset("lfm2-proxy")
+    a, b = Profile(tiny_profile).predict(config, 64, 256), Profile(tiny_profile).predict(config, 64, 256)
+    assert a == b
+    assert a["decode_ms_p95"] >= a["decode_ms"] > 0 and a["ttft_ms"] > 0
+    longer = Profile(tiny_profile).predict(get_preset("attention-proxy"), 512, 4096)
+    shorter = Profile(tiny_profile).predict(get_preset("attention-proxy"), 64, 256)
+    assert longer["ttft_ms"] > shorter["ttft_ms"] and longer["decode_ms"] > shorter["decode_ms"]
+
+
+def test_a_profile_from_another_machine_warns(tiny_profile, tmp_path):
+    table = pq.read_table(tiny_profile)
+    machine = json.loads(table.schema.metadata[b"star.profile"])
+    other = tmp_path / "other.parquet"
+    pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps({**machine, "cpu": "Exynos 2400"})}),
+                   other)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_profile(str(other))
+    assert any("Exynos 2400" in str(w.message) for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_profile(str(tiny_profile))  # same machine: no warning
+
+
+def test_star_predict_json_keys_and_bad_profiles(tiny_profile, tmp_path):
+    result = star("predict", "--preset", "lfm2-proxy", "--profile", str(tiny_profile), "--prompt", "64",
+                  "--context", "256", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for key in ("prefill_ms", "decode_ms_per_token", "decode_ms_p95", "peak_memory_bytes"):
+        assert out[key] > 0
+    assert_bad_input(star("predict", "--preset", "lfm2-proxy", "--profile", str(tmp_path / "none.parquet")),
+                     "does not exist")
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet")
+    assert_bad_input(star("predict", "--preset", "lfm2-proxy", "--profile", str(junk)), "not a star profile")
+    with pytest.raises(StarError):
+        Profile(junk)
+
+
+def test_roofline_models_rank_decode_by_bytes_and_are_labelled_models():
+    for device in DEVICES.values():
+        assert "not a measurement" in device.kind
+    lfm2, qwen = predict(get_preset("lfm2-350m"), "s24-ultra"), predict(get_preset("qwen3-0.6b"), "s24-ultra")
+    assert lfm2["decode_ms"] < qwen["decode_ms"]  # fewer weights and a smaller cache to stream per token
+    with pytest.raises(StarError):
+        predict(get_preset("lfm2-350m"), "pixel-99")
