@@ -153,8 +153,8 @@ def _add_search_parser(sub: Any) -> None:
     for flag, metric in CONSTRAINT_FLAGS.items():
         p.add_argument("--" + flag.replace("_", "-"), metavar="LIMIT",
                        help=f"constraint: {metric} at most LIMIT (e.g. 400M, 2GiB, 20)")
-    p.add_argument("--device-profile", help="device for ttft_ms/decode_ms/peak_memory: ryzen-hx370 (default) "
-                                            "or s24-ultra (roofline models)")
+    p.add_argument("--device-profile", help="device for ttft_ms/decode_ms/peak_memory: ryzen-hx370 (default) or "
+                                            "s24-ultra (roofline models), dev-cpu or a star profile file (measured)")
     p.add_argument("--prompt", type=int, help="prompt tokens for ttft_ms (default 1024)")
     p.add_argument("--context", type=int, help="context for decode_ms, cache_bytes, peak_memory (default 4096)")
     p.add_argument("--evaluator", choices=("suite", "synthetic"),
@@ -622,21 +622,11 @@ def _front_records(store: Any, front: list[dict[str, Any]]) -> list[dict[str, An
     return records
 
 
-def _format_value(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if name in ("params", "non_embedding_params"):
-        return f"{value / 1e6:,.1f}M"
-    if name in ("cache_bytes", "peak_memory"):
-        return f"{value / 2**20:,.1f} MiB"
-    if name.endswith("_ms"):
-        return f"{value:,.2f}"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from star.objectives import format_value
 
     objectives = store.manifest["settings"]["objectives"]
     table = Table(title=title)
@@ -644,7 +634,7 @@ def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
         table.add_column(column, justify="right" if column in objectives else "left")
     for row in front:
         layout = "".join(_short(k) for k in row["layer_types"].split(","))
-        table.add_row(row["genome_id"], layout, *(_format_value(o, row[o]) for o in objectives),
+        table.add_row(row["genome_id"], layout, *(format_value(o, row[o]) for o in objectives),
                       row["fidelity"] or "static", row["origin"])
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 

@@ -106,11 +106,10 @@ class Evolution:
         self.screen = screen or (lambda genome: 0.0)
         self.mutation_rate = settings.mutation_rate or min(1.0, 2.0 / len(space.gene_sizes()))
         self.population: list[Candidate] = []
-        self.best: dict[str, Candidate] = {}  # genome id → its highest-rung successful evaluation
+        self.archive = Archive()
         self.rungs: list[list[Candidate]] = [[] for _ in range(settings.rungs)]
         self.tried: list[set[str]] = [set() for _ in range(settings.rungs)]  # finished or in flight, per rung
         self.in_flight: dict[int, Proposal] = {}
-        self.front: list[Candidate] = []
         self.screened_out = 0
 
     # ---- the two entry points --------------------------------------------------------------------
@@ -132,19 +131,16 @@ class Evolution:
         genome = tuple(int(g) for g in str(row["genome"]).split(","))
         candidate = Candidate(gid, genome, rung, self.normaliser.point(row), float(row["violation"]))
         self.rungs[rung].append(candidate)
-        previous = self.best.get(gid)
-        if previous is not None and previous.rung > rung:
+        if not self.archive.add(candidate):
             return
-        self.best[gid] = candidate
         pool = [c for c in self.population if c.genome_id != gid] + [candidate]
         order = rank_order(pool, self.settings.selection)
         self.population = [pool[i] for i in order[:self.settings.population]]
-        self._update_front(candidate, replaced=previous)
 
     # ---- what the driver reads -------------------------------------------------------------------
 
     def hypervolume(self) -> float:
-        return hypervolume([c.point for c in self.front], self.normaliser.reference)
+        return hypervolume([c.point for c in self.archive.front], self.normaliser.reference)
 
     # ---- proposals -------------------------------------------------------------------------------
 
@@ -208,17 +204,6 @@ class Evolution:
             return False
         return True
 
-    # ---- the archive's Pareto front --------------------------------------------------------------
-
-    def _update_front(self, candidate: Candidate, replaced: Candidate | None) -> None:
-        if replaced is not None and any(c.genome_id == replaced.genome_id for c in self.front):
-            self.front = final_front(list(self.best.values()))
-            return
-        if candidate.violation > 0 or any(dominates(c.point, candidate.point) for c in self.front):
-            return
-        self.front = [c for c in self.front if not dominates(candidate.point, c.point)] + [candidate]
-
-
 def final_front(candidates: Sequence[Candidate]) -> list[Candidate]:
     """The feasible non-dominated candidates, in input order."""
     feasible = [c for c in candidates if c.violation == 0 and all(math.isfinite(x) for x in c.point)]
@@ -226,3 +211,24 @@ def final_front(candidates: Sequence[Candidate]) -> list[Candidate]:
         return []
     keep = set(non_dominated_sort([c.point for c in feasible])[0])
     return [c for i, c in enumerate(feasible) if i in keep]
+
+
+class Archive:
+    """Each genome's highest-fidelity successful evaluation, and the feasible Pareto front of those,
+    kept up to date one evaluation at a time."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, Candidate] = {}
+        self.front: list[Candidate] = []
+
+    def add(self, candidate: Candidate) -> bool:
+        """Take an evaluation; False (and no change) if its genome already has a higher-fidelity one."""
+        previous = self.best.get(candidate.genome_id)
+        if previous is not None and previous.rung > candidate.rung:
+            return False
+        self.best[candidate.genome_id] = candidate
+        if previous is not None and any(c.genome_id == previous.genome_id for c in self.front):
+            self.front = final_front(list(self.best.values()))  # a front member changed: recompute
+        elif candidate.violation == 0 and not any(dominates(c.point, candidate.point) for c in self.front):
+            self.front = [c for c in self.front if not dominates(candidate.point, c.point)] + [candidate]
+        return True

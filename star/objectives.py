@@ -44,6 +44,19 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
 )}
 
 
+def format_value(name: str, value: float | None) -> str:
+    """A metric as people read it: parameters in millions, bytes in MiB, milliseconds, scores."""
+    if value is None:
+        return ""
+    if name in ("params", "non_embedding_params"):
+        return f"{value / 1e6:,.1f}M"
+    if name in ("cache_bytes", "peak_memory"):
+        return f"{value / 2**20:,.1f} MiB"
+    if name.endswith("_ms"):
+        return f"{value:,.2f} ms"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def parse_objectives(text: str) -> tuple[Objective, ...]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if len(names) < 2:

@@ -20,9 +20,9 @@ import json
 from itertools import combinations
 from typing import Any
 
-from star.evolution import Candidate, final_front
-from star.objectives import OBJECTIVES, Normaliser
-from star.pareto import dominates, hypervolume
+from star.evolution import Archive, Candidate
+from star.objectives import OBJECTIVES, Normaliser, format_value
+from star.pareto import hypervolume
 from star.store import RunStore
 
 OPERATORS = ("short_conv", "attention", "long_conv", "recurrence", "identity")
@@ -41,33 +41,13 @@ def _scale(name: str) -> tuple[float, str]:
     return 1.0, f"{name}{f' ({unit})' if unit and unit != 'score' else ''}"
 
 
-def best_per_genome(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each genome's successful evaluation at its highest fidelity, in first-seen order."""
-    best: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["status"] == "ok" and row["rung"] >= best.get(row["genome_id"], {"rung": -1})["rung"]:
-            best[row["genome_id"]] = row
-    return list(best.values())
-
-
 def hypervolume_trace(rows: list[dict[str, Any]], normaliser: Normaliser) -> list[float]:
     """Hypervolume of the feasible front of each genome's best evaluation, after every evaluation."""
-    best: dict[str, Candidate] = {}
-    front: list[Candidate] = []
-    trace: list[float] = []
-    current = 0.0
+    archive, trace, current = Archive(), [], 0.0
     for row in rows:
-        if row["status"] == "ok":
-            gid = row["genome_id"]
-            old = best.get(gid)
-            if old is None or row["rung"] >= old.rung:
-                cand = Candidate(gid, (), row["rung"], normaliser.point(row), float(row["violation"]))
-                best[gid] = cand
-                if old is not None and any(c.genome_id == gid for c in front):
-                    front = final_front(list(best.values()))
-                elif cand.violation == 0 and not any(dominates(c.point, cand.point) for c in front):
-                    front = [c for c in front if not dominates(cand.point, c.point)] + [cand]
-                current = hypervolume([c.point for c in front], normaliser.reference)
+        if row["status"] == "ok" and archive.add(Candidate(row["genome_id"], (), row["rung"], normaliser.point(row),
+                                                           float(row["violation"]))):
+            current = hypervolume([c.point for c in archive.front], normaliser.reference)
         trace.append(current)
     return trace
 
@@ -86,22 +66,12 @@ def _hover(objectives: list[str]) -> str:
     return "<br>".join(lines) + "<extra>%{fullData.name}</extra>"
 
 
-def _format(name: str, value: float) -> str:
-    if name == "params":
-        return f"{value / 1e6:,.1f}M"
-    if name in ("cache_bytes", "peak_memory"):
-        return f"{value / 2**20:,.1f} MiB"
-    if name.endswith("_ms"):
-        return f"{value:,.2f} ms"
-    return f"{value:.4f}"
-
-
 def _layout_string(row: dict[str, Any]) -> str:
     return "".join(SHORT.get(k, "?") for k in row["layer_types"].split(","))
 
 
 def _custom(rows: list[dict[str, Any]], objectives: list[str]) -> list[list[str]]:
-    return [[r["genome_id"], _layout_string(r), *(_format(o, r[o]) for o in objectives)] for r in rows]
+    return [[r["genome_id"], _layout_string(r), *(format_value(o, r[o]) for o in objectives)] for r in rows]
 
 
 class Report:
@@ -112,8 +82,9 @@ class Report:
         self.settings = store.manifest["settings"]
         self.objectives: list[str] = list(self.settings["objectives"])
         self.normaliser = Normaliser.from_dict(store.manifest["normaliser"])
+        from star.search import best_per_genome, front_rows
+
         self.evaluated = best_per_genome(store.rows)
-        from star.search import front_rows
 
         self.front = front_rows(store)
         front_ids = {r["genome_id"] for r in self.front}
@@ -225,8 +196,9 @@ class Report:
     def summary_rows(self) -> list[list[str]]:
         rows = []
         for rank, row in enumerate(self.front, 1):
-            rows.append([str(rank), row["genome_id"], _layout_string(row),
-                         *(_format(o, row[o]) for o in self.objectives), row["fidelity"] or "static", row["origin"]])
+            values = [format_value(o, row[o]) for o in self.objectives]
+            rows.append([str(rank), row["genome_id"], _layout_string(row), *values, row["fidelity"] or "static",
+                         row["origin"]])
         return rows
 
 

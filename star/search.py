@@ -335,13 +335,18 @@ def front_rows(store: RunStore) -> list[dict[str, Any]]:
     from star.evolution import Candidate
 
     normaliser = Normaliser.from_dict(store.manifest["normaliser"])
-    best: dict[str, dict[str, Any]] = {}
-    for row in store.rows:
-        if row["status"] == "ok" and (row["genome_id"] not in best or row["rung"] >= best[row["genome_id"]]["rung"]):
-            best[row["genome_id"]] = row
-    rows = list(best.values())
+    rows = best_per_genome(store.rows)
     candidates = [Candidate(r["genome_id"], (), r["rung"], normaliser.point(r), float(r["violation"])) for r in rows]
     keep = {c.genome_id for c in final_front(candidates)}
     front = [r for r in rows if r["genome_id"] in keep]
     first = normaliser.names[0]
     return sorted(front, key=lambda r: normaliser.point(r)[0] if first in r else 0.0)
+
+
+def best_per_genome(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each genome's successful evaluation at its highest fidelity, in first-seen order."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["status"] == "ok" and row["rung"] >= best.get(row["genome_id"], {"rung": -1})["rung"]:
+            best[row["genome_id"]] = row
+    return list(best.values())
