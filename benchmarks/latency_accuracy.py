@@ -6,12 +6,17 @@ plus the lfm2-350m and qwen3-0.6b presets for the speed-ratio check.  Each is bu
 fp32 and measured on this machine with the profile's thread count (`profiler.measure_model`, the same
 end-to-end timing the profile's calibration uses):
 - prefill: batch 1, a prompt of `--prompt` tokens (median of `--reps` calls, after a warm-up);
-- decode: one token with `--context` tokens in the cache (median of `--reps` steps).
+- decode: one token with `--context` tokens in the cache (median of `--reps` steps);
+each in a fresh process; proxies (milliseconds per call) in `--rounds` separate passes, median taken.
 The predictor is `star predict` with the given profile.  Printed: the share of predictions within
 ±10% of the measurement, for prefill and decode separately, Kendall's tau between predicted and
 measured, and the decode/prefill speed ratio of lfm2-350m over qwen3-0.6b.
 
-    python benchmarks/latency_accuracy.py [--profile dev-cpu] [--proxies 20] [--full 12]
+Peak memory: for `--memory` of the same architectures (proxies and full size from both spaces, then
+the two presets), the peak resident memory of our model decoding at each of `--memory-contexts`,
+measured in a fresh process (`profiler.measure_peak_memory`), against the predicted peak memory.
+
+    python benchmarks/latency_accuracy.py [--profile dev-cpu] [--proxies 20] [--full 12] [--memory 12]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from itertools import combinations
 import torch
 
 from star.evaluators.predictor import load_profile
-from star.evaluators.profiler import measure_model
+from star.evaluators.profiler import measure_model, measure_peak_memory
 from star.presets import get_preset
 from star.scaling import to_proxy
 from star.search_spaces import get_space
@@ -65,6 +70,13 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=256)
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="proxies are measured this many times, in separate passes over the sample, and the "
+                             "median taken: a proxy's call lasts milliseconds, so one burst of interference on a "
+                             "shared VM moves all of its repetitions at once")
+    parser.add_argument("--memory", type=int, default=12, help="architectures whose peak memory is measured")
+    parser.add_argument("--memory-contexts", default="4096,32768")
+    parser.add_argument("--max-memory-gib", type=float, default=12.0, help="skip larger predicted peaks")
     parser.add_argument("--out", help="write every measurement and prediction as JSON lines here")
     args = parser.parse_args()
     profile = load_profile(args.profile)
@@ -72,9 +84,17 @@ def main() -> None:
     rows = []
     archs = architectures(args.proxies, args.full, args.max_params)
     archs += [("preset", get_preset("lfm2-350m")), ("preset", get_preset("qwen3-0.6b"))]
+    short = [config for kind, config in archs if kind == "proxy"]
+    repeats: dict[str, list[tuple[float, float]]] = {c.name: [] for c in short}
+    for _ in range(args.rounds - 1):  # earlier rounds of the short measurements, spread over the run
+        for config in short:
+            repeats[config.name].append(measure_model(config, args.prompt, args.context, args.reps))
     for i, (kind, config) in enumerate(archs):
         predicted = profile.predict(config, args.prompt, args.context)
         prefill, decode = measure_model(config, args.prompt, args.context, args.reps)
+        if config.name in repeats:
+            rounds = repeats[config.name] + [(prefill, decode)]
+            prefill, decode = (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
         rows.append({"kind": kind, "name": config.name, "params": config.params(), "prefill_ms": prefill,
                      "decode_ms": decode, "pred_prefill_ms": predicted["ttft_ms"],
                      "pred_decode_ms": predicted["decode_ms"]})
@@ -111,6 +131,39 @@ def main() -> None:
         predicted = qwen[f"pred_{phase}_ms"] / lfm2[f"pred_{phase}_ms"]
         print(f"  {phase} speed ratio lfm2-350m over qwen3-0.6b: measured {measured:.2f}x, predicted "
               f"{predicted:.2f}x ({100 * (predicted / measured - 1):+.1f}%)")
+    if args.memory:
+        memory_accuracy(profile, memory_sample(archs, args.memory), args)
+
+
+def memory_sample(archs: list, count: int) -> list:
+    """The first few proxies and full-size models of each space, then the two presets."""
+    each = max(1, (count - 2) // 4)
+    sample = []
+    for space in ("lfm2", "star"):
+        for kind in ("proxy", "full"):
+            sample += [a for a in archs if a[0] == kind and a[1].name.startswith(space)][:each]
+    return sample + [a for a in archs if a[0] == "preset"]
+
+
+def memory_accuracy(profile, sample: list, args: argparse.Namespace) -> None:
+    contexts = [int(c) for c in args.memory_contexts.split(",")]
+    errors, skipped = [], []
+    print(f"\npeak memory while decoding, {len(sample)} architectures at contexts {contexts}")
+    for kind, config in sample:
+        for context in contexts:
+            predicted = profile.predict(config, 1, context)["peak_memory"]
+            if predicted > args.max_memory_gib * 2**30:
+                skipped.append(f"{config.name}@{context}")
+                continue
+            measured = measure_peak_memory(config, context, int(profile.machine["threads"]))
+            errors.append(predicted / measured - 1)
+            print(f"  {kind:<6} {config.name:<24} {config.params() / 1e6:8.1f}M  context {context:>6}: measured "
+                  f"{measured / 2**20:9.1f} MiB, predicted {predicted / 2**20:9.1f} MiB ({100 * errors[-1]:+.1f}%)",
+                  flush=True)
+    within = sum(abs(e) <= 0.10 for e in errors) / len(errors)
+    print(f"  memory   within ±10%: {100 * within:5.1f}% of {len(errors)}   median |error| "
+          f"{100 * statistics.median(abs(e) for e in errors):5.1f}%   worst {100 * max(errors, key=abs):+6.1f}%"
+          + (f"   (skipped over {args.max_memory_gib:g} GiB: {', '.join(skipped)})" if skipped else ""))
 
 
 if __name__ == "__main__":

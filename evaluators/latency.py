@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from star.arch import ArchConfig
+from star.arch import ArchConfig, AttentionMixer
 from star.errors import StarError
 
 
@@ -76,18 +76,26 @@ def weight_bytes(config: ArchConfig, device: DeviceModel) -> float:
     return (config.non_embedding_params() + head) * device.weight_bytes
 
 
-def activation_bytes(config: ArchConfig, tokens: int) -> int:
-    """Working memory of a prefill chunk: the residual stream, the widest intermediate (FFN or the
-    mixer's 3 projections) and one row of logits, in fp32."""
-    widest = max([3 * config.hidden_size]
-                 + [2 * b.ffn.hidden for b in config.blocks if b.ffn is not None])
-    return 4 * (tokens * (2 * config.hidden_size + widest) + config.vocab_size)
+def peak_memory_bytes(config: ArchConfig, context: int, value_bytes: float, runtime_bytes: float = 0.0) -> float:
+    """Peak resident memory of decoding one token with `context` tokens cached, as our model runs it.
+
+    Weights, plus the whole cache, plus what one step holds on top: the attention layer whose cache
+    grows by concatenation briefly holds its old and its new cache (the largest such layer is the
+    peak), and the step's activations (the residual stream, the widest intermediate, the logits).
+    `runtime_bytes` is the runtime's fixed working memory, which a measured profile calibrates."""
+    d = config.hidden_size
+    growth = max([block.mixer.cache_values(d, context) * value_bytes for block in config.blocks
+                  if block.owns_kv and isinstance(block.mixer, AttentionMixer)], default=0)
+    widest = max([3 * d] + [2 * b.ffn.hidden for b in config.blocks if b.ffn is not None])
+    activations = 4 * (4 * d + widest + 2 * config.vocab_size)
+    return (config.params() * value_bytes + config.cache_bytes(context, int(value_bytes)) + growth + activations
+            + runtime_bytes)
 
 
 def predict(config: ArchConfig, device: DeviceModel | str = DEFAULT_DEVICE, prompt: int = 1024,
             context: int = 4096) -> dict[str, float]:
     """Time to first token for a `prompt`-token prompt, prefill throughput, decode latency per token at
-    `context` (p50 and p95) and peak memory at `context` (weights + cache + a 512-token prefill chunk)."""
+    `context` (p50 and p95) and peak memory while decoding at `context` (`peak_memory_bytes`)."""
     if prompt < 1 or context < 1:
         raise StarError(f"prompt and context must be >= 1, got {prompt} and {context}")
     device = get_device(device) if isinstance(device, str) else device
@@ -95,8 +103,7 @@ def predict(config: ArchConfig, device: DeviceModel | str = DEFAULT_DEVICE, prom
     weights = weight_bytes(config, device)
     prefill_s = _seconds(device, config.flops(prompt, 0), weights + config.cache_bytes(prompt), blocks)
     decode_s = _seconds(device, config.flops(1, context), weights + config.cache_bytes(context), blocks)
-    chunk = min(prompt, 512)
-    peak = config.params() * device.weight_bytes + config.cache_bytes(context) + activation_bytes(config, chunk)
+    peak = peak_memory_bytes(config, context, device.weight_bytes)
     return {
         "ttft_ms": 1e3 * prefill_s,
         "prefill_tok_s": prompt / prefill_s,

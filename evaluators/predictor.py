@@ -14,6 +14,7 @@ and extrapolates along the roofline-shaped features beyond them.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from star.arch import ArchConfig, IdentityMixer
 from star.errors import StarError
 
+from .latency import peak_memory_bytes
 from .profiler import Case, features
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -77,9 +79,14 @@ class Profile:
         if not rows or not needed <= set(rows[0]):
             raise StarError(f"profile {str(path)!r} has no measurements or lacks columns {sorted(needed)}")
         self.rows = rows
-        self.models: dict[tuple[str, str, str], UnitModel] = {}
-        for key in sorted({(r["unit"], r["phase"], r.get("cache", "warm")) for r in rows}):
-            self.models[key] = _fit([r for r in rows if (r["unit"], r["phase"], r.get("cache", "warm")) == key])
+        # One fit per unit, phase, cache state and profiled width: how efficiently a matmul runs
+        # depends on its shape far more than a single FLOPs/bytes line across widths can say.
+        self.models: dict[tuple[str, str, str], dict[int, UnitModel]] = {}
+        groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault((r["unit"], r["phase"], r.get("cache", "warm"), int(r["width"])), []).append(r)
+        for (unit, phase, cache, width), group in sorted(groups.items()):
+            self.models.setdefault((unit, phase, cache), {})[width] = _fit(group)
         self.weight_bytes = 4 if self.machine.get("dtype", "fp32") == "fp32" else 2
         self.llc_bytes = int(self.machine.get("llc_bytes", 32 * 2**20))
 
@@ -101,11 +108,23 @@ class Profile:
             return f"profile {self.path.name} was measured elsewhere: " + ", ".join(different)
         return None
 
-    def _model(self, unit: str, phase: str, cache: str) -> UnitModel:
-        model = self.models.get((unit, phase, cache)) or self.models.get((unit, phase, "warm"))
-        if model is None:
-            raise StarError(f"profile {self.path.name} has no measurements of {unit} ({phase})")
-        return model
+    def _unit_ms(self, case: Case, cache: str) -> tuple[float, float]:
+        """(median ms, p95 ms) of one unit call: the fits at the two profiled widths around the case's
+        width, each applied to the case's own FLOPs and bytes, interpolated in log width (the nearest
+        fit outside the profiled range)."""
+        fits = self.models.get((case.unit, case.phase, cache)) or self.models.get((case.unit, case.phase, "warm"))
+        if not fits:
+            raise StarError(f"profile {self.path.name} has no measurements of {case.unit} ({case.phase})")
+        flops, moved = features(case, self.weight_bytes)
+        widths = sorted(fits)
+        below = max([w for w in widths if w <= case.width], default=widths[0])
+        above = min([w for w in widths if w >= case.width], default=widths[-1])
+        low, high = fits[below], fits[above]
+        share = 0.0 if above == below else math.log(case.width / below) / math.log(above / below)
+        t_low, t_high = max(low(flops, moved), 1e-6), max(high(flops, moved), 1e-6)
+        median = t_low ** (1 - share) * t_high ** share  # linear in log time
+        ratio = (1 - share) * low.p95_ratio + share * high.p95_ratio
+        return median, median * ratio
 
     def _pass(self, config: ArchConfig, phase: str, tokens: int) -> tuple[float, float]:
         """(median ms, p95 ms) of one prefill of `tokens` tokens or one decode step at context `tokens`.
@@ -122,12 +141,12 @@ class Profile:
         parts.append(("head", config.vocab_size))
         median = p95 = 0.0
         for unit, spec in parts:
-            model = self._model(unit, phase, cache)
-            t = model(*features(Case(unit, d, spec, phase, tokens), self.weight_bytes))
+            t, t95 = self._unit_ms(Case(unit, d, spec, phase, tokens), cache)
             median += t
-            p95 += t * model.p95_ratio
+            p95 += t95
         fixed = len(config.blocks) * float(self.machine.get("overhead_ms_per_block", {}).get(phase, 0.0))
-        return median + fixed, p95 + fixed
+        scale = float(self.machine.get("cold_scale", {}).get(phase, 1.0)) if cache == "cold" else 1.0
+        return scale * median + fixed, scale * p95 + fixed
 
     def predict(self, config: ArchConfig, prompt: int = 1024, context: int = 4096) -> dict[str, float]:
         if prompt < 1 or context < 1:
@@ -136,8 +155,8 @@ class Profile:
         decode, decode_p95 = self._pass(config, "decode", context)
         return {"ttft_ms": prefill, "prefill_tok_s": 1e3 * prompt / prefill, "decode_ms": decode,
                 "decode_ms_p95": max(decode, decode_p95),
-                "peak_memory": float(config.params() * self.weight_bytes + config.cache_bytes(context,
-                                                                                             self.weight_bytes))}
+                "peak_memory": peak_memory_bytes(config, context, self.weight_bytes,
+                                                 float(self.machine.get("runtime_bytes", 0.0)))}
 
 
 def load_profile(name_or_path: str) -> Profile:

@@ -36,7 +36,7 @@ from star.arch import (
     SwiGLUFFN,
 )
 from star.errors import StarError
-from star.machine import cpu_name
+from star.machine import cpu_name, tune_allocator
 
 PROFILE_FORMAT = 1
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -70,6 +70,9 @@ def unit_specs(width: int) -> Iterator[tuple[str, Any]]:
     yield "mixer:short_conv", ShortConvMixer(kernel=3)
     for kv in sorted({min(2, heads), min(8, heads)}):
         yield "mixer:attention", AttentionMixer(num_heads=heads, num_kv_heads=kv, head_dim=64, qk_norm=True)
+    if width <= 256:  # the proxies' shape: heads of 32 (scaling.to_proxy), one or two KV heads
+        for kv in (1, 2):
+            yield "mixer:attention", AttentionMixer(num_heads=width // 32, num_kv_heads=kv, head_dim=32, qk_norm=True)
     yield "mixer:long_conv", LongConvMixer(kernel=128)
     yield "mixer:recurrence", RecurrenceMixer(num_heads=heads, head_dim=64)
     for ratio in (3, 6):
@@ -180,7 +183,7 @@ def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool =
     therefore has both, and the predictor picks by the model's size."""
     torch.manual_seed(0)
     fn, new_state = _module(case, dtype)
-    flush = torch.zeros(2 * llc_bytes() // 4) if cold else None
+    flush = torch.ones(2 * llc_bytes() // 4) if cold else None  # read, not written: no dirty lines left
     d = case.width
     ids = case.unit == "embedding"
 
@@ -197,7 +200,7 @@ def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool =
         state = new_state(0) if case.phase == "prefill" else decode_state
         x = inputs(case.tokens if case.phase == "prefill" else 1)
         if flush is not None:
-            flush += 1.0
+            float(flush.sum())
         start = time.perf_counter()
         fn(x, state)
         elapsed = time.perf_counter() - start
@@ -235,6 +238,7 @@ def profile(out: str, device: str = "cpu", threads: int | None = None, dtype: st
         raise StarError(f"-o {out}: expected a .parquet file name")
     if threads:
         torch.set_num_threads(threads)
+    tune_allocator()
     grid = grid or (QUICK if quick else FULL)
     todo = cases(grid)
     rows = []
@@ -265,10 +269,11 @@ CALIBRATION_PROMPT, CALIBRATION_CONTEXT = 256, 1024
 
 
 @torch.inference_mode()
-def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7) -> tuple[float, float]:
-    """(prefill ms, decode ms per token) of our whole model, end to end: medians after a warm-up."""
+def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float]:
+    """`measure_model`'s measurement, in the calling process."""
     from star.model import StarLM
 
+    tune_allocator()
     torch.manual_seed(0)
     model = StarLM(config).eval()
     ids = torch.randint(0, config.vocab_size, (1, prompt))
@@ -289,16 +294,114 @@ def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7) 
     return statistics.median(prefill[1:]) * 1e3, statistics.median(decode[1:]) * 1e3
 
 
-def calibrate(path: str) -> dict[str, float]:
-    """Measure the fixed overhead per block that unit timings miss (the model's Python loop, state
-    bookkeeping) on two small whole models, and store it in the profile's metadata."""
+def _in_fresh_process(function: str, config: ArchConfig, threads: int | None, *args: int) -> str:
+    """Run `function(config, *args)` of this module in a new Python process; return what it printed.
+
+    End-to-end measurements run there because a process's history changes them: after a profile or
+    a 1B-parameter model, the same proxy prefilled up to 1.5x slower in the same process (a large
+    retained heap), and a process that freed a model hides that memory from a peak-RSS reading."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from star.arch import ArchConfig; "
+            f"from star.evaluators.profiler import {function}; "
+            f"torch.set_num_threads({threads or torch.get_num_threads()}); "
+            f"print({function}(ArchConfig.from_json(sys.stdin.read()), {', '.join(str(int(a)) for a in args)}))")
+    done = subprocess.run([sys.executable, "-c", code], input=config.to_json(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StarError(f"measuring {config.name} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
+                  threads: int | None = None) -> tuple[float, float]:
+    """(prefill ms, decode ms per token) of our whole model, end to end, in a fresh process: medians
+    of `reps` calls after a warm-up, with the same allocator settings as the profile."""
+    prefill, decode = _in_fresh_process("_timings_here", config, threads, prompt, context, reps).strip("()").split(",")
+    return float(prefill), float(decode)
+
+
+def _status_bytes(key: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS: resident now; VmHWM: its peak)."""
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise StarError(f"/proc/self/status has no {key}: peak memory is measured on Linux only")
+
+
+@torch.inference_mode()
+def _peak_memory_here(config: ArchConfig, context: int) -> int:
+    """Peak resident bytes of building `config` and decoding at `context`, above this process's
+    footprint before the model existed.  The attention caches are filled with random keys and values
+    of the right size instead of running a long prefill (their contents change no byte counts)."""
+    from pathlib import Path
+
+    from star.model import StarLM
+
+    # glibc's default allocator settings, as a plain process running the model has them (the timing
+    # runs' `tune_allocator` keeps freed heap, which would add up to one more layer's cache at 32K).
+    # Warm-up on a tiny model with every operator: the kernels' code pages, thread pools and
+    # scratch buffers that torch maps on first use belong to the baseline, not to the model.
+    every_operator = ((ShortConvMixer(kernel=3), SwiGLUFFN(hidden=128)),
+                      (AttentionMixer(num_heads=2, num_kv_heads=1, head_dim=32), MLPFFN(hidden=128)),
+                      (LongConvMixer(kernel=16), None), (RecurrenceMixer(num_heads=2, head_dim=32), None))
+    warm = ArchConfig(hidden_size=64, vocab_size=256,
+                      blocks=tuple(BlockConfig(mixer=m, ffn=f) for m, f in every_operator))
+    tiny = StarLM(warm).eval()
+    warm_state = tiny.init_state(1)
+    tiny(torch.zeros(1, 8, dtype=torch.long), warm_state)
+    tiny.step(torch.zeros(1, dtype=torch.long), warm_state)
+    del tiny, warm_state
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current VmRSS
+    baseline = _status_bytes("VmRSS")
+    model = StarLM(config).eval()
+    state = model.init_state(1)
+    for block, cache in zip(config.blocks, state.layers, strict=True):
+        if cache is not None and "k" in cache:
+            kept = context if block.mixer.window == 0 else min(context, block.mixer.window)
+            shape = (1, cache["k"].shape[1], kept, cache["k"].shape[3])
+            cache["k"], cache["v"] = torch.randn(shape), torch.randn(shape)
+    state.position = context
+    token = torch.zeros(1, dtype=torch.long)
+    for _ in range(2):
+        model.step(token, state)
+    return _status_bytes("VmHWM") - baseline
+
+
+def measure_peak_memory(config: ArchConfig, context: int, threads: int | None = None) -> int:
+    """Peak resident memory (bytes) of our model decoding one token at `context`, fp32, measured in a
+    fresh process."""
+    return int(_in_fresh_process("_peak_memory_here", config, threads, context))
+
+
+def cold_calibration_model() -> ArchConfig:
+    """A whole model too large for the last-level cache yet quick to run (116 M parameters)."""
+    from star.presets import hybrid
+
+    layout = ["short_conv", "attention"] * 3
+    return hybrid("calibration-cold", 1024, 16, 8, 4608, 8192, layout, max_positions=4096)
+
+
+def calibrate(path: str) -> dict[str, Any]:
+    """Measure what unit timings miss on whole models and store it in the profile's metadata:
+
+    - the fixed time per block (the model's Python loop, state bookkeeping), on three proxies;
+    - for models larger than the last-level cache, the ratio of whole-model time to the sum of cold
+      unit timings (a unit timed alone after a cache flush runs slower than the same unit streaming
+      its weights inside a model: 10-25% at decode), on one mid-size model;
+    - the runtime's fixed working memory on top of weights, cache and activations."""
     import pyarrow.parquet as pq
 
     from star.presets import get_preset
 
+    from .latency import peak_memory_bytes
     from .predictor import Profile
 
     profile_ = Profile(path)
+    for key in ("overhead_ms_per_block", "cold_scale"):  # measured against the units alone
+        profile_.machine.pop(key, None)
     gaps: dict[str, list[float]] = {"prefill": [], "decode": []}
     for name in ("lfm2-proxy", "attention-proxy", "conv-proxy"):
         config = get_preset(name)
@@ -307,12 +410,24 @@ def calibrate(path: str) -> dict[str, float]:
         gaps["prefill"].append((prefill - predicted["ttft_ms"]) / len(config.blocks))
         gaps["decode"].append((decode - predicted["decode_ms"]) / len(config.blocks))
     overhead = {phase: max(0.0, float(statistics.median(values))) for phase, values in gaps.items()}
+    profile_.machine["overhead_ms_per_block"] = overhead
+    cold = cold_calibration_model()
+    predicted = profile_.predict(cold, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
+    prefill, decode = measure_model(cold, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, reps=3)
+    cold_scale = {"prefill": prefill / predicted["ttft_ms"], "decode": decode / predicted["decode_ms"]}
+    runtime = []
+    for name in ("lfm2-proxy", "attention-proxy"):
+        config = get_preset(name)
+        measured = measure_peak_memory(config, CALIBRATION_CONTEXT)
+        runtime.append(measured - peak_memory_bytes(config, CALIBRATION_CONTEXT, profile_.weight_bytes))
     table = pq.read_table(path)
     machine = json.loads(table.schema.metadata[b"star.profile"])
-    machine["overhead_ms_per_block"] = overhead
+    calibration = {"overhead_ms_per_block": overhead, "cold_scale": cold_scale,
+                   "runtime_bytes": max(0.0, float(statistics.median(runtime)))}
+    machine.update(calibration)
     tmp = path + ".tmp"
     pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps(machine)}), tmp)
     import os
 
     os.replace(tmp, path)
-    return overhead
+    return calibration

@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predicted latency and memory of an architecture on a profiled device")
     _add_source(p)
-    p.add_argument("--profile", default="dev-cpu", help="a profile file, or a shipped one by name (default dev-cpu)")
+    p.add_argument("--profile", default="dev-cpu", help="a profile file, a shipped one by name (default dev-cpu), or "
+                                                         "a roofline model: ryzen-hx370, s24-ultra")
     p.add_argument("--prompt", type=int, default=1024, help="prompt tokens for time to first token (default 1024)")
     p.add_argument("--context", type=int, default=4096, help="context for decode and memory (default 4096)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -686,29 +687,37 @@ def cmd_profile(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import warnings
 
+    from star.evaluators.latency import DEVICES
     from star.evaluators.predictor import load_profile
+    from star.objectives import predictor_for
 
     config = _resolve_config(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profile = load_profile(args.profile)
+        result = predictor_for(args.profile)(config, prompt=args.prompt, context=args.context)
     for warning in caught:
         sys.stderr.write(f"star: warning: {warning.message}\n")
-    result = profile.predict(config, args.prompt, args.context)
-    out = {"architecture": config.name, "profile": str(profile.path), "prompt": args.prompt, "context": args.context,
+    if args.profile in DEVICES:
+        source, machine = args.profile, DEVICES[args.profile].to_dict()
+        where = f"{DEVICES[args.profile].description}, {machine['kind']}"
+    else:
+        profile = load_profile(args.profile)
+        source, machine = str(profile.path), profile.machine
+        where = f"{machine.get('cpu')} ({machine.get('threads')} threads, {machine.get('dtype')})"
+    out = {"architecture": config.name, "profile": source, "prompt": args.prompt, "context": args.context,
            "prefill_ms": result["ttft_ms"], "prefill_tok_s": result["prefill_tok_s"],
            "decode_ms_per_token": result["decode_ms"], "decode_ms_p95": result["decode_ms_p95"],
-           "peak_memory_bytes": result["peak_memory"], "machine": profile.machine}
+           "peak_memory_bytes": result["peak_memory"], "machine": machine}
     if args.json:
         _print_json(out)
         return
-    print(f"{config.name} on {profile.machine.get('cpu')} ({profile.machine.get('threads')} threads, "
-          f"{profile.machine.get('dtype')}):")
+    print(f"{config.name} on {where}:")
     print(f"  time to first token ({args.prompt} tokens): {out['prefill_ms']:,.1f} ms "
           f"({out['prefill_tok_s']:,.0f} tokens/s)")
     print(f"  decode at {args.context} tokens: p50 {out['decode_ms_per_token']:,.2f} ms/token, "
           f"p95 {out['decode_ms_p95']:,.2f} ms")
-    print(f"  memory (weights + cache): {out['peak_memory_bytes'] / 2**20:,.1f} MiB")
+    print(f"  peak memory decoding at {args.context} tokens (weights + cache + working memory): "
+          f"{out['peak_memory_bytes'] / 2**20:,.1f} MiB")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

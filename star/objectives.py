@@ -121,7 +121,7 @@ def predictor_for(device: str) -> Callable[[ArchConfig, int, int], dict[str, flo
     from star.evaluators.predictor import PROFILES_DIR, load_profile
 
     shipped = sorted(p.stem for p in PROFILES_DIR.glob("*.parquet"))
-    if device not in shipped and not Path(device).is_file():
+    if device not in shipped and not Path(device).is_file() and not device.endswith(".parquet"):
         raise StarError(f"unknown device profile {device!r}: give a roofline model ({', '.join(DEVICES)}), a shipped "
                         f"profile ({', '.join(shipped) or 'none'}) or a profile file from star profile")
     return load_profile(device).predict

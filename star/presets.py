@@ -63,6 +63,9 @@ PRESETS: dict[str, tuple[str, Callable[[], ArchConfig]]] = {
                    lambda: _qwen3("qwen3-0.6b", 1024, 3072)),
     "qwen3-1.7b": ("Qwen3-1.7B shape: Transformer++ (28 GQA + QK-norm), width 2048",
                    lambda: _qwen3("qwen3-1.7b", 2048, 6144)),
+    "qwen3-16": ("Qwen3-1.7B shape in LFM2's depth: 16 GQA blocks, width 2048, 8 KV heads, SwiGLU 6144 "
+                 "(the lfm2 space's Transformer++ baseline)",
+                 lambda: hybrid("qwen3-16", 2048, 32, 8, 6144, 65536, ["attention"] * 16, head_dim=64)),
     "lfm2-proxy": ("LFM2 layout at proxy scale (width 128, vocab 512)",
                    lambda: _proxy("lfm2-proxy", lfm2_layout())),
     "attention-proxy": ("16 GQA blocks at proxy scale: the Transformer++ proxy",

@@ -10,7 +10,7 @@ from cli_helpers import assert_bad_input, star
 from star.errors import StarError
 from star.evaluators.latency import DEVICES, predict
 from star.evaluators.predictor import Profile, load_profile
-from star.evaluators.profiler import Grid, profile
+from star.evaluators.profiler import Grid, measure_peak_memory, profile
 from star.presets import get_preset
 
 TINY = Grid(widths=(64, 128), prefill=(16, 64), decode=(32, 256), reps=2, warmup=1)
@@ -35,6 +35,10 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["torch"] and machine["cpu"]
     assert {r["cache"] for r in rows} == {"warm", "cold"}
     assert set(machine["overhead_ms_per_block"]) == {"prefill", "decode"}  # measured on whole models
+    assert 0 <= machine["runtime_bytes"] < 64 * 2**20
+    assert all(0.2 < machine["cold_scale"][phase] < 5 for phase in ("prefill", "decode"))
+    assert {r["spec"] for r in rows if r["unit"] == "mixer:attention" and r["width"] == 128} >= {
+        "AttentionMixer(num_heads=4, num_kv_heads=1, head_dim=32, qk_norm=True, window=0)"}  # the proxies' shape
 
 
 def test_predictions_are_deterministic_and_grow_with_length(tiny_profile):
@@ -45,6 +49,23 @@ def test_predictions_are_deterministic_and_grow_with_length(tiny_profile):
     longer = Profile(tiny_profile).predict(get_preset("attention-proxy"), 512, 4096)
     shorter = Profile(tiny_profile).predict(get_preset("attention-proxy"), 64, 256)
     assert longer["ttft_ms"] > shorter["ttft_ms"] and longer["decode_ms"] > shorter["decode_ms"]
+
+
+@pytest.mark.parametrize("preset", ["attention-proxy", "conv-proxy"])
+def test_predicted_peak_memory_matches_the_measured_peak_rss(tiny_profile, preset):
+    """Measured in a fresh process (VmHWM above the baseline): attention's cache grows with the
+    context, a convolution's does not, and the prediction follows both within 10%."""
+    config, model = get_preset(preset), Profile(tiny_profile)
+    measured = {context: measure_peak_memory(config, context, threads=1) for context in (1024, 16384)}
+    for context, rss in measured.items():
+        predicted = model.predict(config, 64, context)["peak_memory"]
+        assert abs(predicted / rss - 1) <= 0.10, (context, predicted, rss)
+    growth = measured[16384] - measured[1024]
+    cache_growth = config.cache_bytes(16384, 4) - config.cache_bytes(1024, 4)
+    if preset == "conv-proxy":
+        assert cache_growth == 0 and abs(growth) < 2**20
+    else:
+        assert 0.9 * cache_growth < growth < 1.3 * cache_growth
 
 
 def test_a_profile_from_another_machine_warns(tiny_profile, tmp_path):

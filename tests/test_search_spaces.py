@@ -184,6 +184,13 @@ def test_qwen3_presets_are_refused(name, preset):
         get_space(name).encode(get_preset(preset))
 
 
+def test_the_16_block_qwen3_baseline_is_an_all_attention_lfm2_genome():
+    config = get_preset("qwen3-16")
+    genome = get_space("lfm2").encode(config)
+    assert genome == (2, 0, 2, 0, *[1] * 16)  # width 2048, SwiGLU x3 (6144, as Qwen3-1.7B), 8 KV heads
+    assert same_architecture(get_space("lfm2").decode(genome), config)
+
+
 @pytest.mark.parametrize("name", SPACES)
 def test_proxy_presets_are_refused_for_their_width(name):
     with pytest.raises(StarError, match="hidden_size 128 is not one of"):
