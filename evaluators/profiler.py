@@ -294,8 +294,8 @@ def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> t
     return statistics.median(prefill[1:]) * 1e3, statistics.median(decode[1:]) * 1e3
 
 
-def _in_fresh_process(function: str, config: ArchConfig, threads: int | None, *args: int) -> str:
-    """Run `function(config, *args)` of this module in a new Python process; return what it printed.
+def _in_fresh_process(function: str, config: ArchConfig, threads: int | None, *args: int) -> Any:
+    """Run `function(config, *args)` of this module in a new Python process; return its result.
 
     End-to-end measurements run there because a process's history changes them: after a profile or
     a 1B-parameter model, the same proxy prefilled up to 1.5x slower in the same process (a large
@@ -303,22 +303,23 @@ def _in_fresh_process(function: str, config: ArchConfig, threads: int | None, *a
     import subprocess
     import sys
 
-    code = ("import sys, torch; from star.arch import ArchConfig; "
+    code = ("import json, sys, torch; from star.arch import ArchConfig; "
             f"from star.evaluators.profiler import {function}; "
             f"torch.set_num_threads({threads or torch.get_num_threads()}); "
-            f"print({function}(ArchConfig.from_json(sys.stdin.read()), {', '.join(str(int(a)) for a in args)}))")
+            f"print(json.dumps({function}(ArchConfig.from_json(sys.stdin.read()), "
+            f"{', '.join(str(int(a)) for a in args)})))")
     done = subprocess.run([sys.executable, "-c", code], input=config.to_json(), capture_output=True, text=True)
     if done.returncode != 0:
         raise StarError(f"measuring {config.name} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return done.stdout.strip().splitlines()[-1]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
                   threads: int | None = None) -> tuple[float, float]:
     """(prefill ms, decode ms per token) of our whole model, end to end, in a fresh process: medians
     of `reps` calls after a warm-up, with the same allocator settings as the profile."""
-    prefill, decode = _in_fresh_process("_timings_here", config, threads, prompt, context, reps).strip("()").split(",")
-    return float(prefill), float(decode)
+    prefill, decode = _in_fresh_process("_timings_here", config, threads, prompt, context, reps)
+    return prefill, decode
 
 
 def _status_bytes(key: str) -> int:
@@ -373,7 +374,7 @@ def _peak_memory_here(config: ArchConfig, context: int) -> int:
 def measure_peak_memory(config: ArchConfig, context: int, threads: int | None = None) -> int:
     """Peak resident memory (bytes) of our model decoding one token at `context`, fp32, measured in a
     fresh process."""
-    return int(_in_fresh_process("_peak_memory_here", config, threads, context))
+    return _in_fresh_process("_peak_memory_here", config, threads, context)
 
 
 def cold_calibration_model() -> ArchConfig:

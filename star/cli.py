@@ -688,20 +688,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import warnings
 
     from star.evaluators.latency import DEVICES
-    from star.evaluators.predictor import load_profile
     from star.objectives import predictor_for
 
     config = _resolve_config(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = predictor_for(args.profile)(config, prompt=args.prompt, context=args.context)
+        predictor = predictor_for(args.profile)
     for warning in caught:
         sys.stderr.write(f"star: warning: {warning.message}\n")
+    result = predictor(config, prompt=args.prompt, context=args.context)
     if args.profile in DEVICES:
         source, machine = args.profile, DEVICES[args.profile].to_dict()
         where = f"{DEVICES[args.profile].description}, {machine['kind']}"
     else:
-        profile = load_profile(args.profile)
+        profile = predictor.__self__  # predictor_for gives a loaded profile's bound `predict`
         source, machine = str(profile.path), profile.machine
         where = f"{machine.get('cpu')} ({machine.get('threads')} threads, {machine.get('dtype')})"
     out = {"architecture": config.name, "profile": source, "prompt": args.prompt, "context": args.context,
