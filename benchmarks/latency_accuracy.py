@@ -1,7 +1,8 @@
 """How well does the profile-based predictor match end-to-end latency of our own model?
 
-Architectures: random genomes of both search spaces (seed 1, none of them used to build the profile,
-which measures single operators only), at proxy scale (width 128, vocabulary 512) and at full size,
+Architectures: random genomes of both search spaces (seed 1; none used to build the profile, which
+times single operators and calibrates on presets, a fixed 116M model and random proxies of its own
+stream, skipped here should one ever coincide), at proxy scale (width 128, vocabulary 512) and at full size,
 plus the lfm2-350m and qwen3-0.6b presets for the speed-ratio check.  Each is built as our `StarLM` in
 fp32 and measured on this machine with the profile's thread count (`profiler.measure_model`, the same
 end-to-end timing the profile's calibration uses):
@@ -30,6 +31,7 @@ from itertools import combinations
 
 import torch
 
+from star.arch import ArchConfig
 from star.evaluators.predictor import load_profile
 from star.evaluators.profiler import measure_model, measure_peak_memory
 from star.presets import get_preset
@@ -44,7 +46,8 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return score / len(pairs)
 
 
-def architectures(proxies: int, full: int, max_params: float) -> list:
+def architectures(proxies: int, full: int, max_params: float, exclude: frozenset[str] = frozenset()) -> list:
+    """Random genomes (seed 1) of both spaces, none of them in `exclude` (the profile's calibration)."""
     rng = random.Random(1)
     out = []
     for space_name in ("lfm2", "star"):
@@ -52,6 +55,8 @@ def architectures(proxies: int, full: int, max_params: float) -> list:
         n_proxy, n_full = proxies // 2, full // 2
         while n_proxy or n_full:
             config = space.decode(space.sample(rng))
+            if config.name in exclude or to_proxy(config).name in exclude:
+                continue
             if n_proxy:
                 out.append(("proxy", to_proxy(config)))
                 n_proxy -= 1
@@ -82,7 +87,8 @@ def main() -> None:
     profile = load_profile(args.profile)
     torch.set_num_threads(int(profile.machine["threads"]))
     rows = []
-    archs = architectures(args.proxies, args.full, args.max_params)
+    calibration = frozenset(ArchConfig.from_json(r["model"]).name for r in profile.machine.get("calibration_runs", []))
+    archs = architectures(args.proxies, args.full, args.max_params, exclude=calibration)
     archs += [("preset", get_preset("lfm2-350m")), ("preset", get_preset("qwen3-0.6b"))]
     short = [config for kind, config in archs if kind == "proxy"]
     repeats: dict[str, list[tuple[float, float]]] = {c.name: [] for c in short}

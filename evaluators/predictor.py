@@ -26,7 +26,7 @@ from star.arch import ArchConfig, IdentityMixer
 from star.errors import StarError
 
 from .latency import peak_memory_bytes
-from .profiler import Case, features
+from .profiler import Case, block_kinds, features
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -144,9 +144,34 @@ class Profile:
             t, t95 = self._unit_ms(Case(unit, d, spec, phase, tokens), cache)
             median += t
             p95 += t95
-        fixed = len(config.blocks) * float(self.machine.get("overhead_ms_per_block", {}).get(phase, 0.0))
-        scale = float(self.machine.get("cold_scale", {}).get(phase, 1.0)) if cache == "cold" else 1.0
+        fixed = self._block_overhead_ms(config, phase)
+        scale = self._cold_scale(phase, config.hidden_size) if cache == "cold" else 1.0
         return scale * median + fixed, scale * p95 + fixed
+
+    def _cold_scale(self, phase: str, width: int) -> float:
+        """The calibrated whole-model over cold-units ratio (profiler.cold_scales), interpolated in log
+        width between calibrated widths (the nearest outside them); older profiles have one number."""
+        scale = self.machine.get("cold_scale", {}).get(phase, 1.0)
+        if not isinstance(scale, dict):
+            return float(scale)
+        if not scale:
+            return 1.0
+        points = sorted((int(w), float(v)) for w, v in scale.items())
+        below = max([p for p in points if p[0] <= width], default=points[0])
+        above = min([p for p in points if p[0] >= width], default=points[-1])
+        if above[0] == below[0]:
+            return below[1]
+        share = math.log(width / below[0]) / math.log(above[0] / below[0])
+        return below[1] + share * (above[1] - below[1])
+
+    def _block_overhead_ms(self, config: ArchConfig, phase: str) -> float:
+        """The calibrated fixed cost of the model's blocks beyond their units (profiler.block_overheads);
+        profiles calibrated before per-kind overheads carry one constant per block."""
+        per_kind = self.machine.get("block_overhead_ms", {}).get(phase)
+        if per_kind is None:
+            return len(config.blocks) * float(self.machine.get("overhead_ms_per_block", {}).get(phase, 0.0))
+        return sum(per_kind.get("block", 0.0) + sum(per_kind.get(key, 0.0) for key in block_kinds(block))
+                   for block in config.blocks)
 
     def predict(self, config: ArchConfig, prompt: int = 1024, context: int = 4096) -> dict[str, float]:
         if prompt < 1 or context < 1:

@@ -19,7 +19,7 @@ TINY = Grid(widths=(64, 128), prefill=(16, 64), decode=(32, 256), reps=2, warmup
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory):
     path = tmp_path_factory.mktemp("profile") / "tiny.parquet"
-    profile(str(path), threads=1, grid=TINY)
+    profile(str(path), threads=1, quick=True, grid=TINY)
     return path
 
 
@@ -34,9 +34,14 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     machine = json.loads(table.schema.metadata[b"star.profile"])
     assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["torch"] and machine["cpu"]
     assert {r["cache"] for r in rows} == {"warm", "cold"}
-    assert set(machine["overhead_ms_per_block"]) == {"prefill", "decode"}  # measured on whole models
+    overhead = machine["block_overhead_ms"]  # measured on whole models: decode per mixer and FFN kind
+    assert set(overhead) == {"prefill", "decode"} and set(overhead["prefill"]) == {"block"}
+    assert {"mixer:attention", "mixer:short_conv", "mixer:long_conv", "mixer:recurrence", "mixer:identity",
+            "ffn:swiglu", "ffn:mlp", "ffn:none"} == set(overhead["decode"])
+    assert len(machine["calibration_runs"]) == 12  # 8 proxies of one kind each (or lfm2-proxy), 4 random
     assert 0 <= machine["runtime_bytes"] < 64 * 2**20
-    assert all(0.2 < machine["cold_scale"][phase] < 5 for phase in ("prefill", "decode"))
+    for phase in ("prefill", "decode"):  # per model width, each model bigger than this machine's LLC
+        assert machine["cold_scale"][phase] and all(0.2 < v < 5 for v in machine["cold_scale"][phase].values())
     assert {r["spec"] for r in rows if r["unit"] == "mixer:attention" and r["width"] == 128} >= {
         "AttentionMixer(num_heads=4, num_kv_heads=1, head_dim=32, qk_norm=True, window=0)"}  # the proxies' shape
 
@@ -53,6 +58,32 @@ def test_predictions_are_deterministic_and_grow_with_length(tiny_profile):
     longer = model.predict(get_preset("attention-proxy"), 512, 4096)
     shorter = model.predict(get_preset("attention-proxy"), 64, 256)
     assert longer["ttft_ms"] > shorter["ttft_ms"] and longer["decode_ms"] >= shorter["decode_ms"]
+
+
+def test_block_overheads_are_charged_per_mixer_kind(tiny_profile):
+    """Decode's calibrated fixed costs follow each block's kinds: an extra millisecond per attention
+    block moves attention-proxy by 16 ms, lfm2-proxy by 6 (its GQA blocks) and conv-proxy not at all.
+    A profile from before per-kind calibration charges its one constant to every block."""
+    model = Profile(tiny_profile)
+    before = {name: model.predict(get_preset(name), 64, 256)["decode_ms"]
+              for name in ("attention-proxy", "lfm2-proxy", "conv-proxy")}
+    model.machine["block_overhead_ms"]["decode"]["mixer:attention"] += 1.0
+    after = {name: model.predict(get_preset(name), 64, 256)["decode_ms"] for name in before}
+    assert [round(after[n] - before[n], 6) for n in before] == [16.0, 6.0, 0.0]
+    old = Profile(tiny_profile)
+    old.machine.pop("block_overhead_ms")
+    old.machine["overhead_ms_per_block"] = {"prefill": 0.0, "decode": 0.5}
+    plain = Profile(tiny_profile)
+    plain.machine.pop("block_overhead_ms")
+    config = get_preset("lfm2-proxy")
+    assert old.predict(config, 64, 256)["decode_ms"] - plain.predict(config, 64, 256)["decode_ms"] == pytest.approx(8.0)
+
+
+def test_cold_scale_is_interpolated_in_log_width(tiny_profile):
+    model = Profile(tiny_profile)
+    model.machine["cold_scale"] = {"prefill": {"512": 1.0, "2048": 0.5}, "decode": {}}
+    assert [model._cold_scale("prefill", w) for w in (256, 512, 1024, 2048, 4096)] == [1.0, 1.0, 0.75, 0.5, 0.5]
+    assert model._cold_scale("decode", 1024) == 1.0  # nothing calibrated: no scale
 
 
 @pytest.mark.parametrize("preset", ["attention-proxy", "conv-proxy"])
