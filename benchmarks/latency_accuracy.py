@@ -1,8 +1,8 @@
 """How well does the profile-based predictor match end-to-end latency of our own model?
 
 Architectures: random genomes of both search spaces (seed 1; none used to build the profile, which
-times single operators and calibrates on presets, a fixed 116M model and random proxies of its own
-stream, skipped here should one ever coincide), at proxy scale (width 128, vocabulary 512) and at full size,
+times single operators and calibrates on presets, three fixed 40-273M models and random proxies of
+its own stream, skipped here should one ever coincide), at proxy scale (width 128, vocabulary 512) and at full size,
 plus the lfm2-350m and qwen3-0.6b presets for the speed-ratio check.  Each is built as our `StarLM` in
 fp32 and measured on this machine with the profile's thread count (`profiler.measure_model`, the same
 end-to-end timing the profile's calibration uses):
@@ -55,10 +55,11 @@ def architectures(proxies: int, full: int, max_params: float, exclude: frozenset
         n_proxy, n_full = proxies // 2, full // 2
         while n_proxy or n_full:
             config = space.decode(space.sample(rng))
-            if config.name in exclude or to_proxy(config).name in exclude:
+            proxy = to_proxy(config)
+            if config.name in exclude or proxy.name in exclude:
                 continue
             if n_proxy:
-                out.append(("proxy", to_proxy(config)))
+                out.append(("proxy", proxy))
                 n_proxy -= 1
             elif config.params() <= max_params:
                 out.append(("full", config))

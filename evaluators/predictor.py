@@ -126,11 +126,15 @@ class Profile:
         ratio = (1 - share) * low.p95_ratio + share * high.p95_ratio
         return median, median * ratio
 
+    def cache_state(self, config: ArchConfig, tokens: int) -> str:
+        """'cold' when the model's weights and its cache at `tokens` exceed the last-level cache."""
+        footprint = config.params() * self.weight_bytes + config.cache_bytes(tokens, self.weight_bytes)
+        return "cold" if footprint > self.llc_bytes else "warm"
+
     def _pass(self, config: ArchConfig, phase: str, tokens: int) -> tuple[float, float]:
         """(median ms, p95 ms) of one prefill of `tokens` tokens or one decode step at context `tokens`.
         A model whose weights and cache exceed the last-level cache runs every unit cold."""
-        footprint = config.params() * self.weight_bytes + config.cache_bytes(tokens, self.weight_bytes)
-        cache = "cold" if footprint > self.llc_bytes else "warm"
+        cache = self.cache_state(config, tokens)
         d, parts = config.hidden_size, []
         parts.append(("embedding", config.vocab_size))
         for block in config.blocks:

@@ -415,9 +415,7 @@ def cold_scales(profile_: Any, processes: int = 3) -> dict[str, dict[str, float]
     and the median taken.  Only models the predictor treats as cold on this machine count."""
     scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
     for config in cold_calibration_models():
-        footprint = config.params() * profile_.weight_bytes + config.cache_bytes(CALIBRATION_CONTEXT,
-                                                                                profile_.weight_bytes)
-        if footprint <= profile_.llc_bytes:
+        if profile_.cache_state(config, CALIBRATION_CONTEXT) != "cold":
             continue
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
         timings = [measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, reps=3) for _ in range(processes)]
