@@ -8,7 +8,10 @@ settings, the allocator tuning ProxyTrainer applies, and the inductor cache cann
 The steady-state figure is the median step time after warm-up; the first step (which includes
 compiling) is reported separately, from a cold inductor cache and from a warm one.
 
-    python benchmarks/proxy_throughput.py [--steps N] [--threads T]
+    python benchmarks/proxy_throughput.py [--steps N] [--threads T] [--device cuda]
+
+On a GPU every step ends with the loss read back to the host, which waits for the GPU, so host-side
+step times are GPU step times.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from star.machine import cpu_name
 BATCH, SEQUENCE, WARMUP = 16, 256, 2
 
 
-def measure(mode: str, steps: int, threads: int) -> dict:
+def measure(mode: str, steps: int, threads: int, device: str = "cpu") -> dict:
     """Runs in the worker subprocess: trains `WARMUP + steps` steps on random tokens, times each."""
     import torch
     import torch.nn.functional as F
@@ -38,14 +41,14 @@ def measure(mode: str, steps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     config = get_preset("lfm2-proxy")
     tokens = torch.randint(0, config.vocab_size, (BATCH, SEQUENCE + 1), generator=torch.Generator().manual_seed(0))
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    inputs, targets = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
     if mode == "transformers":
         from transformers import Lfm2ForCausalLM
 
         from star.export import to_hf_config
 
         torch.manual_seed(0)
-        model = Lfm2ForCausalLM(to_hf_config(config)).train()
+        model = Lfm2ForCausalLM(to_hf_config(config)).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
         def step() -> float:
@@ -61,7 +64,7 @@ def measure(mode: str, steps: int, threads: int) -> dict:
         from star.evaluators.trainer import ProxyTrainer, TrainSettings
 
         precision = "fp32" if mode == "ours-fp32-eager" else "auto"
-        trainer = ProxyTrainer(config, TrainSettings(steps=1000, precision=precision), seed=0, device="cpu",
+        trainer = ProxyTrainer(config, TrainSettings(steps=1000, precision=precision), seed=0, device=device,
                                compile=mode == "ours-compiled")
 
         def step() -> float:
@@ -80,8 +83,9 @@ def measure(mode: str, steps: int, threads: int) -> dict:
             "tokens_per_s": BATCH * SEQUENCE / median, "loss": loss}
 
 
-def run_worker(mode: str, steps: int, threads: int, env: dict[str, str] | None = None) -> dict:
-    command = [sys.executable, __file__, "--worker", mode, "--steps", str(steps), "--threads", str(threads)]
+def run_worker(mode: str, steps: int, threads: int, env: dict[str, str] | None = None, device: str = "cpu") -> dict:
+    command = [sys.executable, __file__, "--worker", mode, "--steps", str(steps), "--threads", str(threads),
+               "--device", device]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
@@ -92,23 +96,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps after warm-up (default 10)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.worker, args.steps, args.threads)))
+        print(json.dumps(measure(args.worker, args.steps, args.threads, args.device)))
         return
 
     import torch
 
-    print(f"machine: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, "
-          f"python {platform.python_version()}")
+    gpu = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
+    print(f"machine: {cpu_name()}{gpu}, {args.threads} threads, torch {torch.__version__}, "
+          f"python {platform.python_version()}, device {args.device}")
     print(f"batch {BATCH} x {SEQUENCE} tokens, median of {args.steps} steps after {WARMUP} warm-up steps")
-    default = run_worker("ours", args.steps, args.threads)
+    default = run_worker("ours", args.steps, args.threads, device=args.device)
     with tempfile.TemporaryDirectory() as cache:  # a fresh inductor cache: the cold compile a new machine pays
-        cold = run_worker("ours-compiled", args.steps, args.threads, {"TORCHINDUCTOR_CACHE_DIR": cache})
-        warm = run_worker("ours-compiled", args.steps, args.threads, {"TORCHINDUCTOR_CACHE_DIR": cache})
-    fp32 = run_worker("ours-fp32-eager", args.steps, args.threads)
-    theirs = run_worker("transformers", args.steps, args.threads)
+        cold = run_worker("ours-compiled", args.steps, args.threads, {"TORCHINDUCTOR_CACHE_DIR": cache}, args.device)
+        warm = run_worker("ours-compiled", args.steps, args.threads, {"TORCHINDUCTOR_CACHE_DIR": cache}, args.device)
+    fp32 = run_worker("ours-fp32-eager", args.steps, args.threads, device=args.device)
+    theirs = run_worker("transformers", args.steps, args.threads, device=args.device)
     compiled_tps = statistics.median([cold["tokens_per_s"], warm["tokens_per_s"]])
     width = max(len(r["label"]) for r in (default, warm, fp32, theirs))
     for r in (default, warm, fp32, theirs):

@@ -8,9 +8,11 @@ the other five on two), then prints:
 - Kendall's tau between seed 0 and seed 1 of the aggregate over the eight architectures.
 
 Every finished evaluation is appended to a JSON-lines file, so an interrupted run resumes where it
-stopped.
+stopped.  On a GPU, `--jobs N` runs N evaluations at once, each in its own process: a proxy's step
+there is bound by kernel launches on the host, so several processes share one GPU well.
 
     python benchmarks/suite_discrimination.py [--fidelity default] [--results FILE.jsonl]
+    python benchmarks/suite_discrimination.py --fidelity gpu --device cuda --jobs 19
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,15 +75,28 @@ def plan(seeds_reference: int, seeds_other: int) -> list[tuple[str, int]]:
     return runs
 
 
+def run_one(name: str, seed: int, fidelity: str, device: str, threads: int | None) -> dict:
+    """One evaluation (in a worker process when --jobs > 1)."""
+    from star.evaluators.suite import evaluate
+
+    result = evaluate(ARCHITECTURES[name](), fidelity, seed=seed, device=device, threads=threads).to_dict()
+    result["architecture"] = name
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fidelity", default="default", help="suite fidelity (default: default)")
     parser.add_argument("--results", default="benchmarks/suite_discrimination.jsonl", help="JSON-lines results")
     parser.add_argument("--seeds-reference", type=int, default=3, help="seeds for the three reference proxies")
     parser.add_argument("--seeds-other", type=int, default=2, help="seeds for the other five architectures")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.add_argument("--jobs", type=int, default=1, help="evaluations at once, one process each")
+    parser.add_argument("--deadline-s", type=float, default=0.0,
+                        help="start no evaluation after this many seconds (0: none); the summary covers what finished")
     args = parser.parse_args()
 
-    from star.evaluators.suite import evaluate, get_fidelity
+    from star.evaluators.suite import get_fidelity
 
     fidelity = get_fidelity(args.fidelity)
     path = Path(args.results)
@@ -89,33 +106,57 @@ def main() -> None:
             row = json.loads(line)
             if row["fidelity"]["tokens"] == fidelity.tokens:
                 done[(row["architecture"], row["seed"])] = row
-    for name, seed in plan(args.seeds_reference, args.seeds_other):
-        if (name, seed) in done:
-            continue
-        result = evaluate(ARCHITECTURES[name](), fidelity, seed=seed).to_dict()
-        result["architecture"] = name
-        done[(name, seed)] = result
+    todo = [run for run in plan(args.seeds_reference, args.seeds_other) if run not in done]
+    start = time.perf_counter()
+
+    def record(result: dict) -> None:
+        done[(result["architecture"], result["seed"])] = result
         with path.open("a") as f:
             f.write(json.dumps(result) + "\n")
-        print(f"{name:18s} seed {seed}: aggregate {result['aggregate']:.4f}, in-context recall "
-              f"{result['categories']['in_context_recall']:.4f} ({result['timing']['total_s']:.0f} s)", flush=True)
+        print(f"{result['architecture']:18s} seed {result['seed']}: aggregate {result['aggregate']:.4f}, in-context "
+              f"recall {result['categories']['in_context_recall']:.4f} ({result['timing']['total_s']:.0f} s, "
+              f"{result['training']['tokens_per_s']:,.0f} tok/s, {time.perf_counter() - start:.0f} s since start)",
+              flush=True)
+
+    threads = 1 if args.jobs > 1 else None
+    if args.jobs == 1:
+        for name, seed in todo:
+            if args.deadline_s and time.perf_counter() - start > args.deadline_s:
+                break
+            record(run_one(name, seed, args.fidelity, args.device, threads))
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending = {pool.submit(run_one, name, seed, args.fidelity, args.device, threads) for name, seed in todo}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(future.result())
+                if args.deadline_s and time.perf_counter() - start > args.deadline_s:
+                    for future in pending:
+                        future.cancel()
 
     def scores(name: str, key: str) -> list[float]:
         rows = [r for (n, _), r in sorted(done.items()) if n == name]
         return [r["aggregate"] if key == "aggregate" else r["categories"][key] for r in rows]
 
     print(f"\nfidelity {fidelity.name} ({fidelity.tokens:,} tokens); mean ± sd over seeds")
-    for key in ("in_context_recall", "real_text", "aggregate"):
+    present = [name for name in REFERENCE if scores(name, "aggregate")]
+    categories = [*done[next(iter(done))]["categories"], "aggregate"] if done else []
+    print(f"{'':18s} " + "".join(f"{name:>26s}" for name in present))
+    for key in categories:
         cells = []
-        for name in REFERENCE:
+        for name in present:
             values = scores(name, key)
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{name} {statistics.mean(values):.4f} ± {sd:.4f} (n={len(values)})")
-        print(f"{key:18s} " + "; ".join(cells))
-    attention, conv, lfm2 = (statistics.mean(scores(n, "in_context_recall")) for n in REFERENCE)
-    print(f"in-context recall: attention / conv = {attention / max(conv, 1e-9):.2f}; "
-          f"lfm2 recovers {100 * lfm2 / max(attention, 1e-9):.0f}% of attention (target >= 90%)")
-    names = list(ARCHITECTURES)
+            cells.append(f"{statistics.mean(values):.4f} ± {sd:.4f} (n={len(values)})")
+        print(f"{key:18s} " + "".join(f"{cell:>26s}" for cell in cells))
+    if len(present) == len(REFERENCE):
+        attention, conv, lfm2 = (statistics.mean(scores(n, "in_context_recall")) for n in REFERENCE)
+        print(f"in-context recall: attention / conv = {attention / max(conv, 1e-9):.2f}; "
+              f"lfm2 recovers {100 * lfm2 / max(attention, 1e-9):.0f}% of attention (target >= 90%)")
+    names = [n for n in ARCHITECTURES if (n, 0) in done and (n, 1) in done]
     first = [done[(n, 0)]["aggregate"] for n in names]
     second = [done[(n, 1)]["aggregate"] for n in names]
     for n, x, y in zip(names, first, second, strict=True):

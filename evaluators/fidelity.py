@@ -15,10 +15,11 @@ class Fidelity:
     level: int
     name: str
     tokens: int  # training tokens (padding included: it is what the compute pays for)
+    batch_tokens: int = TOKENS_PER_BATCH  # tokens per optimiser step
 
     @property
     def steps(self) -> int:
-        return max(1, self.tokens // TOKENS_PER_BATCH)
+        return max(1, self.tokens // self.batch_tokens)
 
 
 FIDELITIES = (
@@ -26,6 +27,10 @@ FIDELITIES = (
     Fidelity(1, "low", 256 * 1024),
     Fidelity(2, "default", 512 * 1024),  # sized so one lfm2-proxy evaluation fits 120 s on 2 cores
     Fidelity(3, "high", 2 * 1024 * 1024),
+    # For a GPU: 2,048 steps of 16K tokens.  A step of a proxy on a GPU costs kernel launches, not
+    # arithmetic, so four times the rows per step cost almost nothing; associative recall needs
+    # thousands of steps before it appears at all (docs/benchmarks.md).
+    Fidelity(4, "gpu", 32 * 1024 * 1024, batch_tokens=4 * TOKENS_PER_BATCH),
 )
 DEFAULT_FIDELITY = 2
 

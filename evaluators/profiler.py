@@ -71,6 +71,8 @@ def unit_specs(width: int) -> Iterator[tuple[str, Any]]:
     yield "mixer:short_conv", ShortConvMixer(kernel=3)
     for kv in sorted({min(2, heads), min(8, heads)}):
         yield "mixer:attention", AttentionMixer(num_heads=heads, num_kv_heads=kv, head_dim=64, qk_norm=True)
+    if width >= 1024:  # Qwen3's shape: heads of 128, twice the model's width in queries
+        yield "mixer:attention", AttentionMixer(num_heads=heads, num_kv_heads=8, head_dim=128, qk_norm=True)
     if width <= 256:  # the proxies' shape: heads of 32 (scaling.to_proxy), one or two KV heads
         for kv in (1, 2):
             yield "mixer:attention", AttentionMixer(num_heads=width // 32, num_kv_heads=kv, head_dim=32, qk_norm=True)
@@ -186,6 +188,9 @@ def l2_bytes() -> int:
     return cache_sizes().get(2, 2**20)
 
 
+MIN_REPS, SLOW_CASE_MS = 5, 2000.0  # a case whose calls took this long stops after MIN_REPS of them
+
+
 @torch.inference_mode()
 def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool = False) -> tuple[float, float]:
     """(median ms, p95 ms) of one call, after evicting the core's L2 cache (`cold`: the last-level
@@ -197,7 +202,8 @@ def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool =
     faster than it is inside a full-size model.  A profile therefore has both states, and the
     predictor picks by the model's size.  Timed without the L2 flush, proxies with SwiGLUs of 576
     and 640 (weights under 1 MiB per unit, in L2 when timed alone) decoded 10-15% slower than
-    predicted."""
+    predicted.  A slow case (seconds per call: a 2048-wide prefill of 1,024 tokens, a head of 65,536
+    words) stops after `MIN_REPS` timed calls once they add up to `SLOW_CASE_MS`."""
     torch.manual_seed(0)
     fn, new_state = _module(case, dtype)
     flush = torch.ones(2 * (llc_bytes() if cold else l2_bytes()) // 4)  # read, not written: no dirty lines
@@ -209,9 +215,11 @@ def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool =
             return torch.randint(0, case.spec, (1, tokens))
         return torch.randn(1, tokens, d, dtype=dtype)
 
-    times = []
+    times: list[float] = []
     decode_state = new_state(case.tokens) if case.phase == "decode" else None
     for i in range(warmup + reps):
+        if len(times) >= MIN_REPS and sum(times) > SLOW_CASE_MS:  # a slow case: its median is settled
+            break
         # Prefill starts from an empty cache every call; decode keeps stepping one state (it grows by one
         # token per call, negligible against the context).
         state = new_state(0) if case.phase == "prefill" else decode_state
@@ -395,14 +403,18 @@ def measure_peak_memory(config: ArchConfig, context: int, threads: int | None = 
 
 
 def cold_calibration_models() -> list[ArchConfig]:
-    """Whole models too large for a last-level cache yet quick to run: widths 512, 1024 and 2048
-    (40 M, 115 M and 273 M parameters), short convolutions and GQA alternating."""
+    """Whole models too large for a last-level cache yet quick to run: a proxy-width model with wide
+    SwiGLUs (128 wide, 13 M parameters) and widths 512, 1024 and 2048 (40 M, 115 M and 273 M
+    parameters), short convolutions and GQA alternating.  The 128-wide one is there because a cold
+    unit of a proxy's size waits on memory far more than a whole model does: scaled like the
+    512-wide model, 128-wide models of 30-50 MB were predicted 45-75% too slow."""
     from star.presets import hybrid
 
-    shapes = ((512, 8, 4, 2304, 8), (1024, 16, 8, 4608, 6), (2048, 32, 8, 8192, 4))
-    return [hybrid(f"calibration-cold-{width}", width, heads, kv, ffn, 8192,
+    shapes = ((128, 4, 2, 2048, 16, 512), (512, 8, 4, 2304, 8, 8192), (1024, 16, 8, 4608, 6, 8192),
+              (2048, 32, 8, 8192, 4, 8192))
+    return [hybrid(f"calibration-cold-{width}", width, heads, kv, ffn, vocab,
                    ["short_conv", "attention"] * (blocks // 2), max_positions=4096)
-            for width, heads, kv, ffn, blocks in shapes]
+            for width, heads, kv, ffn, blocks, vocab in shapes]
 
 
 def cold_scales(profile_: Any, processes: int = 3) -> dict[str, dict[str, float]]:
@@ -425,33 +437,14 @@ def cold_scales(profile_: Any, processes: int = 3) -> dict[str, dict[str, float]
     return scales
 
 
-def calibration_models(random_per_space: int = 8) -> list[ArchConfig]:
-    """Proxies (width 128, 16 blocks) that each repeat one mixer kind or one FFN kind, plus the mixed
-    LFM2 proxy (together they separate what each kind of block costs beyond its units), plus random
-    proxies of both spaces."""
-    from star.presets import get_preset
+def calibration_models(per_space: int = 12) -> list[ArchConfig]:
+    """Random genomes of both search spaces at proxy scale, from a fixed stream of their own: the
+    models whose gaps to their unit sums calibrate the fixed costs (`block_overheads`).
 
-    conv = get_preset("conv-proxy")
-    swiglu = conv.blocks[0].ffn
-
-    def repeated(name: str, mixer: Any, ffn: Any) -> ArchConfig:
-        blocks = tuple(BlockConfig(mixer=mixer, ffn=ffn) for _ in conv.blocks)
-        return ArchConfig(hidden_size=conv.hidden_size, vocab_size=conv.vocab_size, blocks=blocks,
-                          name=f"calibration-{name}", max_position_embeddings=4096).validate()
-
-    homogeneous = [conv, get_preset("attention-proxy"), get_preset("lfm2-proxy"),
-                   repeated("long-conv", LongConvMixer(kernel=128), swiglu),
-                   repeated("recurrence", RecurrenceMixer(num_heads=4, head_dim=32), swiglu),
-                   repeated("identity", IdentityMixer(), swiglu),
-                   repeated("mlp", ShortConvMixer(kernel=3), MLPFFN(hidden=512)),
-                   repeated("no-ffn", ShortConvMixer(kernel=3), None)]
-    return homogeneous + random_calibration_proxies(random_per_space)
-
-
-def random_calibration_proxies(per_space: int = 8) -> list[ArchConfig]:
-    """Random genomes of both search spaces at proxy scale, from a fixed stream of their own.  Kinds
-    interleaved in one model cost more than the same kinds repeated (a homogeneous model keeps one
-    code path hot), so the calibration also sees models shaped like the ones a search predicts."""
+    Random rather than built to separate the kinds: a model that repeats one kind keeps one code
+    path hot and runs cheaper per block than the mixed models a search predicts; with eight such
+    models in the calibration, decode predictions of random proxies scattered 4.6% (sd) against
+    1.7-1.9% with random ones alone."""
     import random
 
     from star.scaling import to_proxy
@@ -468,52 +461,65 @@ def block_kinds(block: BlockConfig) -> tuple[str, str]:
     return mixer, f"ffn:{block.ffn.kind}" if block.ffn is not None else "ffn:none"
 
 
-def block_overheads(profile_: Any, random_per_space: int = 8
-                    ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
-    """The fixed ms a block adds inside a whole model beyond its units' timings, from the gaps between
-    measured and unit-summed times of `calibration_models`.
+def block_overheads(profile_: Any, per_space: int = 12, rounds: int = 3
+                    ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]]]:
+    """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
+    weight byte of a decode step, from the gaps between measured and unit-summed times of
+    `calibration_models`, each measured in `rounds` separate passes (median taken: one process in
+    twenty runs a proxy 10-60% slow, and a single pass let that outlier into the fit).
 
-    Decode: one constant per mixer kind and per FFN kind, fitted by least squares.  A decode step of
-    a proxy is mostly Python dispatch (the model's loop, residual adds, norms, state bookkeeping; a
-    unit timed alone in a tight loop also runs with warmer caches), and that differs by kind: one
-    constant per block left proxies 10% off in both directions (attention blocks cost more than
-    their units, long convolutions less).  Prefill: one constant per block, the median.  There the
-    gap is mostly the unit fits' error on the calibration models' particular shapes, which
-    per-kind constants learned and carried to other shapes (measured: 100% of the accuracy sample
-    within 10% with one constant, 84-88% with per-kind ones)."""
+    Decode: one constant per mixer kind and per FFN kind, plus one cost per weight byte, fitted
+    together by least squares.  A proxy's decode step is mostly Python dispatch (the model's loop,
+    residual adds, norms, state bookkeeping), which differs by kind: attention blocks cost more than
+    their units, long convolutions less.  The per-byte term is memory: a unit timed alone finds its
+    weights in the last-level cache, but a whole proxy (13-20 MB) does not fit the share of it a
+    core gets (a chain of matrix-vector products here read 27 GB/s up to 8 MB of weights and
+    6.7 GB/s from 16 MB on), so every weight byte costs extra; fitted, 0.04-0.11 ms per MB.
+    Prefill: one constant per block, the median.  There the gap is mostly the unit fits' error on
+    the calibration models' particular shapes, which per-kind constants learned and carried to
+    other shapes (measured: 100% of the accuracy sample within 10% with one constant, 84-88% with
+    per-kind ones)."""
     import numpy as np
 
-    models = calibration_models(random_per_space)
+    models = calibration_models(per_space)
     keys = sorted({key for config in models for block in config.blocks for key in block_kinds(block)})
-    counts = np.array([[sum(key in block_kinds(b) for b in config.blocks) for key in keys] for config in models],
-                      dtype=float)
+    features_ = np.array([[sum(key in block_kinds(b) for b in config.blocks) for key in keys]
+                          + [config.params() * profile_.weight_bytes / 1e6] for config in models], dtype=float)
+    timings: dict[str, list[tuple[float, float]]] = {config.name: [] for config in models}
+    for _ in range(rounds):
+        for config in models:
+            timings[config.name].append(measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT))
     gaps: dict[str, list[float]] = {"prefill": [], "decode": []}
     runs = []
     for config in models:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
-        prefill, decode = measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
+        prefill = statistics.median(t[0] for t in timings[config.name])
+        decode = statistics.median(t[1] for t in timings[config.name])
         gaps["prefill"].append(prefill - predicted["ttft_ms"])
         gaps["decode"].append(decode - predicted["decode_ms"])
         runs.append({"model": config.to_json(), "prefill_ms": prefill, "decode_ms": decode,
-                     "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"]})
+                     "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"],
+                     "rounds": [list(t) for t in timings[config.name]]})
     # Every block has exactly one mixer and one FFN, so only mixer-plus-FFN sums are determined;
     # lstsq's minimum-norm solution picks one split, and predictions use only the sums.
-    solution, *_ = np.linalg.lstsq(counts, np.array(gaps["decode"]), rcond=None)
+    solution, *_ = np.linalg.lstsq(features_, np.array(gaps["decode"]), rcond=None)
     per_block = [gap / len(config.blocks) for gap, config in zip(gaps["prefill"], models, strict=True)]
-    return {"decode": {key: float(v) for key, v in zip(keys, solution, strict=True)},
-            "prefill": {"block": float(statistics.median(per_block))}}, runs
+    overheads = {"decode": {key: float(v) for key, v in zip(keys, solution[:-1], strict=True)},
+                 "prefill": {"block": float(statistics.median(per_block))}}
+    return overheads, float(solution[-1]) / 1e6, runs
 
 
 def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
     """Measure what unit timings miss on whole models and store it in the profile's metadata:
 
-    - the fixed time each kind of block adds (`block_overheads`), on 24 proxies;
+    - the fixed time each kind of block adds and the decode cost per weight byte (`block_overheads`),
+      on 24 random proxies, three passes each;
     - for models larger than the last-level cache, the ratio of whole-model time to the sum of cold
-      unit timings, per width (`cold_scales`), on three models of 40-273 M parameters;
+      unit timings, per width (`cold_scales`), on four models of 13-273 M parameters;
     - the runtime's fixed working memory on top of weights, cache and activations.
 
-    `quick` (with `star profile --quick`) calibrates on 4 random proxies instead of 16 and times each
-    cold model in one process instead of three."""
+    `quick` (with `star profile --quick`) calibrates on 16 proxies in one pass and times each cold
+    model in one process instead of three."""
     import pyarrow.parquet as pq
 
     from star.presets import get_preset
@@ -522,10 +528,12 @@ def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
     from .predictor import Profile
 
     profile_ = Profile(path)
-    for key in ("overhead_ms_per_block", "block_overhead_ms", "cold_scale"):  # measured against the units alone
+    # measured against the units alone
+    for key in ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale"):
         profile_.machine.pop(key, None)
-    overhead, runs = block_overheads(profile_, random_per_space=2 if quick else 8)
+    overhead, per_byte, runs = block_overheads(profile_, per_space=8 if quick else 12, rounds=1 if quick else 3)
     profile_.machine["block_overhead_ms"] = overhead
+    profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     cold_scale = cold_scales(profile_, processes=1 if quick else 3)
     runtime = []
     for name in ("lfm2-proxy", "attention-proxy"):
@@ -534,7 +542,8 @@ def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
         runtime.append(measured - peak_memory_bytes(config, CALIBRATION_CONTEXT, profile_.weight_bytes))
     table = pq.read_table(path)
     machine = json.loads(table.schema.metadata[b"star.profile"])
-    calibration = {"block_overhead_ms": overhead, "cold_scale": cold_scale,
+    calibration = {"block_overhead_ms": overhead, "warm_decode_ms_per_weight_byte": per_byte,
+                   "cold_scale": cold_scale,
                    "runtime_bytes": max(0.0, float(statistics.median(runtime)))}
     machine.pop("overhead_ms_per_block", None)  # the single constant of older profiles
     machine.update(calibration, calibration_runs=runs)  # the raw measurements, for inspection

@@ -4,10 +4,11 @@ One multi-task run rather than 50 small ones: the tasks share skills (look-up, c
 a single run pays model construction and compilation once, and a per-task budget would be too small
 to learn anything at the token budgets a search can afford (docs/suite.md has the measurements).
 
-Rows are grouped by length (32, 64, 128, 256 tokens) and every batch holds `TOKENS_PER_BATCH` tokens
-of one length, so each training step costs the same and compiled kernels see four shapes.  Held-out
-examples come from their own random streams (and, for text, held-out documents); the training
-stream skips any row that equals a held-out row, so no scored example is ever trained on.
+Rows are grouped by length (32, 64, 128, 256 tokens) and every batch holds the fidelity's
+`batch_tokens` (4,096 except at the GPU fidelity) tokens of one length, so each training step costs
+the same and compiled kernels see four shapes.  Held-out examples come from their own random streams
+(and, for text, held-out documents); the training stream skips any row that equals a held-out row,
+so no scored example is ever trained on.
 """
 
 from __future__ import annotations
@@ -100,10 +101,10 @@ class Mixture:
         self.bucket_tasks = {b: [t for t in trained if t.seq_len == b] for b in self.buckets}
         self.bucket_weights = [sum(t.weight for t in self.bucket_tasks[b]) for b in self.buckets]
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self, tokens: int = TOKENS_PER_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
         seq_len = self.rng.choices(self.buckets, weights=self.bucket_weights)[0]
         tasks = self.bucket_tasks[seq_len]
-        chosen = self.rng.choices(tasks, weights=[t.weight for t in tasks], k=TOKENS_PER_BATCH // seq_len)
+        chosen = self.rng.choices(tasks, weights=[t.weight for t in tasks], k=tokens // seq_len)
         return encode_rows(self.suite, [(t, next(self.streams[t.name])) for t in chosen], seq_len)
 
 
@@ -137,7 +138,8 @@ class SuiteResult:
     def to_dict(self) -> dict:
         return {
             "architecture": self.architecture, "seed": self.seed,
-            "fidelity": {"level": self.fidelity.level, "name": self.fidelity.name, "tokens": self.fidelity.tokens},
+            "fidelity": {"level": self.fidelity.level, "name": self.fidelity.name, "tokens": self.fidelity.tokens,
+                         "batch_tokens": self.fidelity.batch_tokens},
             "aggregate": self.aggregate, "categories": self.categories,
             "tasks": [{"name": t.name, "category": t.category, "metric": t.metric, "score": t.score,
                        **({"bits_per_byte": t.bits_per_byte} if t.bits_per_byte is not None else {})}
@@ -190,7 +192,7 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     data_s, train_s, first_step_s, loss = 0.0, 0.0, 0.0, float("nan")
     for step in range(fid.steps):
         t0 = time.perf_counter()
-        inputs, targets = mixture.next_batch()
+        inputs, targets = mixture.next_batch(fid.batch_tokens)
         t1 = time.perf_counter()
         loss = trainer.step(inputs, targets)
         t2 = time.perf_counter()
@@ -218,8 +220,9 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     scores = [score_task(trainer, suite, task, held_out[task.name]) for task in selected]
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = sum(timing[k] for k in ("setup_s", "build_s", "data_s", "train_s", "eval_s"))
-    training = {"steps": fid.steps, "tokens": fid.steps * TOKENS_PER_BATCH, "final_loss": loss,
-                "tokens_per_s": fid.steps * TOKENS_PER_BATCH / max(train_s, 1e-9), "precision": trainer.precision,
+    tokens = fid.steps * fid.batch_tokens
+    training = {"steps": fid.steps, "tokens": tokens, "batch_tokens": fid.batch_tokens, "final_loss": loss,
+                "tokens_per_s": tokens / max(train_s, 1e-9), "precision": trainer.precision,
                 "rejected_rows": sum(s.rejected for s in mixture.streams.values()), "compiled": trainer.compiled}
     env = environment(corpus, torch.get_num_threads(), trainer.precision, str(trainer.device))
     return SuiteResult(config.name, seed, fid, scores, timing, training, env)

@@ -40,7 +40,8 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     assert set(overhead) == {"prefill", "decode"} and set(overhead["prefill"]) == {"block"}
     assert {"mixer:attention", "mixer:short_conv", "mixer:long_conv", "mixer:recurrence", "mixer:identity",
             "ffn:swiglu", "ffn:mlp", "ffn:none"} == set(overhead["decode"])
-    assert len(machine["calibration_runs"]) == 12  # 8 proxies of one kind each (or lfm2-proxy), 4 random
+    assert len(machine["calibration_runs"]) == 16  # quick: 8 random proxies per space, one pass
+    assert isinstance(machine["warm_decode_ms_per_weight_byte"], float)
     assert 0 <= machine["runtime_bytes"] < 64 * 2**20
     for phase in ("prefill", "decode"):  # per model width, each model bigger than this machine's LLC
         assert machine["cold_scale"][phase] and all(0.2 < v < 5 for v in machine["cold_scale"][phase].values())
@@ -79,6 +80,32 @@ def test_block_overheads_are_charged_per_mixer_kind(tiny_profile):
     plain.machine.pop("block_overhead_ms")
     config = get_preset("lfm2-proxy")
     assert old.predict(config, 64, 256)["decode_ms"] - plain.predict(config, 64, 256)["decode_ms"] == pytest.approx(8.0)
+
+
+def test_warm_decode_charges_weight_bytes_and_leaves_prefill_and_cold_models_alone(tiny_profile):
+    """The calibrated per-byte decode cost applies to models inside the last-level cache only."""
+    proxy, big = get_preset("lfm2-proxy"), get_preset("lfm2-350m")
+    model = Profile(tiny_profile)
+    assert model.cache_state(proxy, 256) == "warm" and model.cache_state(big, 256) == "cold"
+    before = {c.name: model.predict(c, 64, 256) for c in (proxy, big)}
+    model.machine["warm_decode_ms_per_weight_byte"] += 1e-6  # 1 ms per MB more
+    after = {c.name: model.predict(c, 64, 256) for c in (proxy, big)}
+    extra = after[proxy.name]["decode_ms"] - before[proxy.name]["decode_ms"]
+    assert extra == pytest.approx(proxy.params() * 4 * 1e-6)
+    assert after[proxy.name]["ttft_ms"] == before[proxy.name]["ttft_ms"]
+    assert after[big.name] == before[big.name]
+
+
+def test_a_fit_ignores_one_far_outlier():
+    from star.evaluators.predictor import _fit
+
+    rows = [{"flops": f, "bytes": 0.0, "median_ms": 1.0 + f / 1e9, "p95_ms": 1.1 + f / 1e9}
+            for f in (1e8, 3e8, 1e9, 3e9, 1e10)]
+    clean = _fit(rows)
+    rows[-1] = {**rows[-1], "median_ms": 3 * rows[-1]["median_ms"]}  # a slow mode, 3x the trend
+    robust = _fit(rows)
+    for f in (1e8, 1e9, 3e9):
+        assert robust(f, 0.0) == pytest.approx(clean(f, 0.0), rel=0.01)
 
 
 def test_cold_scale_is_interpolated_in_log_width(tiny_profile):

@@ -97,6 +97,10 @@ def test_fidelity_names_levels_and_budgets():
     assert S.get_fidelity("2") is S.get_fidelity("default")
     assert S.get_fidelity("64K").tokens == 65536 and S.get_fidelity("64K").steps == 65536 // S.TOKENS_PER_BATCH
     assert [f.tokens for f in FIDELITIES] == sorted(f.tokens for f in FIDELITIES)
+    gpu = S.get_fidelity("gpu")  # bigger batches, not just more of them
+    assert gpu.level == 4 and gpu.batch_tokens == 4 * S.TOKENS_PER_BATCH and gpu.steps == gpu.tokens // gpu.batch_tokens
+    inputs, targets = S.Mixture(build_suite(bundled_corpus()), seed=0, held_out=set()).next_batch(gpu.batch_tokens)
+    assert inputs.numel() == gpu.batch_tokens and inputs.shape == targets.shape
     for bad in ("7", "fast", "1K", "-3M"):
         with pytest.raises(StarError):
             S.get_fidelity(bad)
