@@ -69,14 +69,14 @@ def _fit(rows: list[dict[str, Any]]) -> UnitModel:
     on a 1024-wide model ran in 19 ms in one profile and 44 ms in the next (the calls themselves
     alternate between the two), and fitted with the rest that one row moved every prediction of
     that unit by 15%."""
-    coef = _least_squares(rows)
-    misses = [abs((coef[0] + coef[1] * r["flops"] + coef[2] * r["bytes"]) / r["median_ms"] - 1) for r in rows]
+    ratio = float(np.median([r["p95_ms"] / r["median_ms"] for r in rows]))
+    line = UnitModel(_least_squares(rows), ratio)
+    misses = [abs(line(r["flops"], r["bytes"]) / r["median_ms"] - 1) for r in rows]
     limit = max(0.25, 3 * float(np.median(misses)))
     kept = [r for r, miss in zip(rows, misses, strict=True) if miss <= limit]
     if len(kept) < len(rows) and len(kept) >= 4:
-        coef = _least_squares(kept)
-    ratio = float(np.median([r["p95_ms"] / r["median_ms"] for r in rows]))
-    return UnitModel(coef, ratio)
+        line = UnitModel(_least_squares(kept), ratio)
+    return line
 
 
 class Profile:
