@@ -8,7 +8,8 @@ fp32 and measured on this machine with the profile's thread count (`profiler.mea
 end-to-end timing the profile's calibration uses):
 - prefill: batch 1, a prompt of `--prompt` tokens (median of `--reps` calls, after a warm-up);
 - decode: one token with `--context` tokens in the cache (median of `--reps` steps);
-each in a fresh process; proxies (milliseconds per call) in `--rounds` separate passes, median taken.
+each in a fresh process; proxies (milliseconds per call) in `--rounds` or more separate passes
+(`profiler.measure_in_passes`), median taken.
 The predictor is `star predict` with the given profile.  Printed: the share of predictions within
 ±10% of the measurement, for prefill and decode separately, Kendall's tau between predicted and
 measured, and the decode/prefill speed ratio of lfm2-350m over qwen3-0.6b.
@@ -33,7 +34,7 @@ import torch
 
 from star.arch import ArchConfig
 from star.evaluators.predictor import load_profile
-from star.evaluators.profiler import measure_model, measure_peak_memory
+from star.evaluators.profiler import measure_in_passes, measure_model, measure_peak_memory
 from star.presets import get_preset
 from star.scaling import to_proxy
 from star.search_spaces import get_space
@@ -77,9 +78,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3,
-                        help="proxies are measured this many times, in separate passes over the sample, and the "
-                             "median taken: a proxy's call lasts milliseconds, so one burst of interference on a "
-                             "shared VM moves all of its repetitions at once")
+                        help="proxies are measured at least this many times, in separate passes over the sample, "
+                             "and up to 6 times where the passes disagree by more than 6%% (profiler."
+                             "measure_in_passes, as the profile's calibration does); the median is taken")
     parser.add_argument("--memory", type=int, default=12, help="architectures whose peak memory is measured")
     parser.add_argument("--memory-contexts", default="4096,32768")
     parser.add_argument("--max-memory-gib", type=float, default=12.0, help="skip larger predicted peaks")
@@ -92,19 +93,18 @@ def main() -> None:
     archs = architectures(args.proxies, args.full, args.max_params, exclude=calibration)
     archs += [("preset", get_preset("lfm2-350m")), ("preset", get_preset("qwen3-0.6b"))]
     short = [config for kind, config in archs if kind == "proxy"]
-    repeats: dict[str, list[tuple[float, float]]] = {c.name: [] for c in short}
-    for _ in range(args.rounds - 1):  # earlier rounds of the short measurements, spread over the run
-        for config in short:
-            repeats[config.name].append(measure_model(config, args.prompt, args.context, args.reps))
+    print(f"measuring {len(short)} proxies in passes", flush=True)
+    repeats = measure_in_passes(short, args.prompt, args.context, passes=args.rounds, reps=args.reps)
     for i, (kind, config) in enumerate(archs):
         predicted = profile.predict(config, args.prompt, args.context)
-        prefill, decode = measure_model(config, args.prompt, args.context, args.reps)
         if config.name in repeats:
-            rounds = repeats[config.name] + [(prefill, decode)]
+            rounds = repeats[config.name]
             prefill, decode = (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
+        else:
+            prefill, decode = measure_model(config, args.prompt, args.context, args.reps)
         rows.append({"kind": kind, "name": config.name, "params": config.params(), "prefill_ms": prefill,
-                     "decode_ms": decode, "pred_prefill_ms": predicted["ttft_ms"],
-                     "pred_decode_ms": predicted["decode_ms"]})
+                     "decode_ms": decode, "passes": len(repeats.get(config.name, [()])),
+                     "pred_prefill_ms": predicted["ttft_ms"], "pred_decode_ms": predicted["decode_ms"]})
         r = rows[-1]
         print(f"[{i + 1}/{len(archs)}] {kind:<6} {config.name:<22} {config.params() / 1e6:8.1f}M  prefill "
               f"{prefill:9.2f} ms (pred {r['pred_prefill_ms']:9.2f})  decode {decode:8.3f} ms "

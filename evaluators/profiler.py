@@ -319,8 +319,44 @@ def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> t
     return statistics.median(prefill[1:]) * 1e3, statistics.median(decode[1:]) * 1e3
 
 
-def _in_fresh_process(function: str, config: ArchConfig, threads: int | None, *args: int) -> Any:
-    """Run `function(config, *args)` of this module in a new Python process; return its result.
+def _serve_forks() -> None:
+    """The fork server's loop: for each request on stdin (one JSON line: function, model, threads,
+    arguments), fork a child that runs it, and print the child's result as one JSON line.
+
+    A child starts from a process that has imported torch and run nothing: what a fresh interpreter
+    gives, without paying 1.7 s of every 2.3 s proxy measurement for importing torch again."""
+    import os
+    import sys
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, report through the pipe, exit without cleanup
+            os.close(read)
+            os.dup2(2, 1)  # stray prints must not reach the protocol on stdout
+            try:
+                torch.set_num_threads(request["threads"])
+                function = globals()[request["function"]]
+                result = {"result": function(ArchConfig.from_json(request["model"]), *request["args"])}
+            except BaseException as e:  # every failure goes back to the caller
+                result = {"error": f"{type(e).__name__}: {e}"}
+            os.write(write, json.dumps(result).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            reply = pipe.read()
+        os.waitpid(pid, 0)
+        sys.stdout.write((reply.decode() or json.dumps({"error": "the measuring process died"})) + "\n")
+        sys.stdout.flush()
+
+
+_FORK_SERVER: Any = None  # the running fork server (subprocess.Popen), started on first use
+
+
+def _in_fresh_process(function: Callable[..., Any], config: ArchConfig, threads: int | None, *args: int) -> Any:
+    """Run `function(config, *args)` of this module in a new process (a child of the fork server,
+    `_serve_forks`); return its result.
 
     End-to-end measurements run there because a process's history changes them: after a profile or
     a 1B-parameter model, the same proxy prefilled up to 1.5x slower in the same process (a large
@@ -328,23 +364,53 @@ def _in_fresh_process(function: str, config: ArchConfig, threads: int | None, *a
     import subprocess
     import sys
 
-    code = ("import json, sys, torch; from star.arch import ArchConfig; "
-            f"from star.evaluators.profiler import {function}; "
-            f"torch.set_num_threads({threads or torch.get_num_threads()}); "
-            f"print(json.dumps({function}(ArchConfig.from_json(sys.stdin.read()), "
-            f"{', '.join(str(int(a)) for a in args)})))")
-    done = subprocess.run([sys.executable, "-c", code], input=config.to_json(), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise StarError(f"measuring {config.name} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    global _FORK_SERVER
+    if _FORK_SERVER is None or _FORK_SERVER.poll() is not None:
+        code = "from star.evaluators.profiler import _serve_forks; _serve_forks()"
+        _FORK_SERVER = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+    request = {"function": function.__name__, "model": config.to_json(),
+               "threads": threads or torch.get_num_threads(), "args": [int(a) for a in args]}
+    _FORK_SERVER.stdin.write(json.dumps(request) + "\n")
+    _FORK_SERVER.stdin.flush()
+    reply = json.loads(_FORK_SERVER.stdout.readline() or '{"error": "the measurement server exited"}')
+    if "error" in reply:
+        raise StarError(f"measuring {config.name} failed: {reply['error']}")
+    return reply["result"]
 
 
 def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
                   threads: int | None = None) -> tuple[float, float]:
     """(prefill ms, decode ms per token) of our whole model, end to end, in a fresh process: medians
     of `reps` calls after a warm-up, with the same allocator settings as the profile."""
-    prefill, decode = _in_fresh_process("_timings_here", config, threads, prompt, context, reps)
+    prefill, decode = _in_fresh_process(_timings_here, config, threads, prompt, context, reps)
     return prefill, decode
+
+
+def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, passes: int = 3, most: int = 6,
+                      spread: float = 0.06, reps: int = 7, threads: int | None = None
+                      ) -> dict[str, list[tuple[float, float]]]:
+    """`measure_model` for each of `configs`, in `passes` separate passes over all of them, then in
+    further passes over those whose measurements still spread by more than `spread` (slowest over
+    fastest, prefill or decode), up to `most` measurements each; {name: [(prefill, decode), ...]}.
+    Callers take the median.
+
+    A proxy's call lasts milliseconds, so one burst of interference on a shared machine moves every
+    repetition of a process at once, and one process in twenty runs a proxy 10-60% slow.  Passes
+    spread the processes of one model over minutes.  In a noisy hour the three passes of a proxy
+    spread by 10-20% and a median of three was still off; more passes where they disagree cost
+    little in a quiet hour and settle the median in a noisy one."""
+    timings: dict[str, list[tuple[float, float]]] = {config.name: [] for config in configs}
+
+    def unsettled(config: ArchConfig) -> bool:
+        runs = timings[config.name]
+        return len(runs) < passes or (len(runs) < most and any(
+            max(r[i] for r in runs) > (1 + spread) * min(r[i] for r in runs) for i in (0, 1)))
+
+    while todo := [config for config in configs if unsettled(config)]:
+        for config in todo:
+            timings[config.name].append(measure_model(config, prompt, context, reps, threads))
+    return timings
 
 
 def _status_bytes(key: str) -> int:
@@ -399,7 +465,7 @@ def _peak_memory_here(config: ArchConfig, context: int) -> int:
 def measure_peak_memory(config: ArchConfig, context: int, threads: int | None = None) -> int:
     """Peak resident memory (bytes) of our model decoding one token at `context`, fp32, measured in a
     fresh process."""
-    return _in_fresh_process("_peak_memory_here", config, threads, context)
+    return _in_fresh_process(_peak_memory_here, config, threads, context)
 
 
 def cold_calibration_models() -> list[ArchConfig]:
@@ -437,7 +503,7 @@ def cold_scales(profile_: Any, processes: int = 3) -> dict[str, dict[str, float]
     return scales
 
 
-def calibration_models(per_space: int = 12) -> list[ArchConfig]:
+def calibration_models(per_space: int = 16) -> list[ArchConfig]:
     """Random genomes of both search spaces at proxy scale, from a fixed stream of their own: the
     models whose gaps to their unit sums calibrate the fixed costs (`block_overheads`).
 
@@ -461,12 +527,12 @@ def block_kinds(block: BlockConfig) -> tuple[str, str]:
     return mixer, f"ffn:{block.ffn.kind}" if block.ffn is not None else "ffn:none"
 
 
-def block_overheads(profile_: Any, per_space: int = 12, rounds: int = 3
+def block_overheads(profile_: Any, per_space: int = 16, passes: int = 3
                     ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]]]:
     """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
     weight byte of a decode step, from the gaps between measured and unit-summed times of
-    `calibration_models`, each measured in `rounds` separate passes (median taken: one process in
-    twenty runs a proxy 10-60% slow, and a single pass let that outlier into the fit).
+    `calibration_models`, each measured in at least `passes` separate passes and more where they
+    disagree (`measure_in_passes`; median taken).
 
     Decode: one constant per mixer kind and per FFN kind, plus one cost per weight byte, fitted
     together by least squares.  A proxy's decode step is mostly Python dispatch (the model's loop,
@@ -485,10 +551,8 @@ def block_overheads(profile_: Any, per_space: int = 12, rounds: int = 3
     keys = sorted({key for config in models for block in config.blocks for key in block_kinds(block)})
     features_ = np.array([[sum(key in block_kinds(b) for b in config.blocks) for key in keys]
                           + [config.params() * profile_.weight_bytes / 1e6] for config in models], dtype=float)
-    timings: dict[str, list[tuple[float, float]]] = {config.name: [] for config in models}
-    for _ in range(rounds):
-        for config in models:
-            timings[config.name].append(measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT))
+    timings = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes,
+                                most=passes if passes == 1 else 6)
     gaps: dict[str, list[float]] = {"prefill": [], "decode": []}
     runs = []
     for config in models:
@@ -513,7 +577,7 @@ def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
     """Measure what unit timings miss on whole models and store it in the profile's metadata:
 
     - the fixed time each kind of block adds and the decode cost per weight byte (`block_overheads`),
-      on 24 random proxies, three passes each;
+      on 32 random proxies, three to six passes each;
     - for models larger than the last-level cache, the ratio of whole-model time to the sum of cold
       unit timings, per width (`cold_scales`), on four models of 13-273 M parameters;
     - the runtime's fixed working memory on top of weights, cache and activations.
@@ -531,7 +595,7 @@ def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
     # measured against the units alone
     for key in ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale"):
         profile_.machine.pop(key, None)
-    overhead, per_byte, runs = block_overheads(profile_, per_space=8 if quick else 12, rounds=1 if quick else 3)
+    overhead, per_byte, runs = block_overheads(profile_, per_space=8 if quick else 16, passes=1 if quick else 3)
     profile_.machine["block_overhead_ms"] = overhead
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     cold_scale = cold_scales(profile_, processes=1 if quick else 3)

@@ -108,6 +108,29 @@ def test_a_fit_ignores_one_far_outlier():
         assert robust(f, 0.0) == pytest.approx(clean(f, 0.0), rel=0.01)
 
 
+def test_passes_repeat_only_the_models_whose_measurements_disagree():
+    """Real measurements in forked processes: with no tolerance every model is measured up to the
+    limit; with a tolerance no timing can exceed, the first passes are all."""
+    from star.evaluators.profiler import measure_in_passes
+
+    models = [get_preset("conv-proxy"), get_preset("attention-proxy")]
+    strict = measure_in_passes(models, 16, 64, passes=2, most=3, spread=0.0, reps=2, threads=1)
+    assert [len(strict[m.name]) for m in models] == [3, 3]
+    loose = measure_in_passes(models, 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1)
+    assert [len(loose[m.name]) for m in models] == [2, 2]
+    assert all(p > 0 and d > 0 for runs in (*strict.values(), *loose.values()) for p, d in runs)
+
+
+def test_a_failed_measurement_is_one_error_and_the_next_one_works():
+    from star.evaluators.profiler import _in_fresh_process, measure_model
+
+    config = get_preset("conv-proxy")
+    with pytest.raises(StarError, match="measuring conv-proxy failed: TypeError"):
+        _in_fresh_process(measure_model, config, 1)  # measure_model's arguments are missing
+    prefill, decode = measure_model(config, 16, 64, reps=2, threads=1)
+    assert prefill > decode > 0
+
+
 def test_cold_scale_is_interpolated_in_log_width(tiny_profile):
     model = Profile(tiny_profile)
     model.machine["cold_scale"] = {"prefill": {"512": 1.0, "2048": 0.5}, "decode": {}}
