@@ -702,7 +702,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         where = f"{DEVICES[args.profile].description}, {machine['kind']}"
     else:
         profile = predictor.__self__  # predictor_for gives a loaded profile's bound `predict`
-        source, machine = str(profile.path), profile.machine
+        # the calibration's raw measurements (every model's JSON) stay in the profile file
+        source = str(profile.path)
+        machine = {key: value for key, value in profile.machine.items() if key != "calibration_runs"}
         where = f"{machine.get('cpu')} ({machine.get('threads')} threads, {machine.get('dtype')})"
     out = {"architecture": config.name, "profile": source, "prompt": args.prompt, "context": args.context,
            "prefill_ms": result["ttft_ms"], "prefill_tok_s": result["prefill_tok_s"],

@@ -177,6 +177,9 @@ def test_star_predict_json_keys_and_bad_profiles(tiny_profile, tmp_path):
     out = json.loads(result.stdout)
     for key in ("prefill_ms", "decode_ms_per_token", "decode_ms_p95", "peak_memory_bytes"):
         assert out[key] > 0
+    # the machine and the fitted constants, not the calibration's raw measurements (kilobytes of JSON)
+    assert out["machine"]["cpu"] and "block_overhead_ms" in out["machine"]
+    assert "calibration_runs" not in out["machine"]
     assert_bad_input(star("predict", "--preset", "lfm2-proxy", "--profile", str(tmp_path / "none.parquet")),
                      "does not exist")
     junk = tmp_path / "junk.parquet"
