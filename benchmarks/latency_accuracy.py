@@ -103,7 +103,7 @@ def main() -> None:
         else:
             prefill, decode = measure_model(config, args.prompt, args.context, args.reps)
         rows.append({"kind": kind, "name": config.name, "params": config.params(), "prefill_ms": prefill,
-                     "decode_ms": decode, "passes": len(repeats.get(config.name, [()])),
+                     "decode_ms": decode, "passes": len(repeats.get(config.name, [])) or 1,
                      "pred_prefill_ms": predicted["ttft_ms"], "pred_decode_ms": predicted["decode_ms"]})
         r = rows[-1]
         print(f"[{i + 1}/{len(archs)}] {kind:<6} {config.name:<22} {config.params() / 1e6:8.1f}M  prefill "

@@ -527,12 +527,12 @@ def block_kinds(block: BlockConfig) -> tuple[str, str]:
     return mixer, f"ffn:{block.ffn.kind}" if block.ffn is not None else "ffn:none"
 
 
-def block_overheads(profile_: Any, per_space: int = 16, passes: int = 3
+def block_overheads(profile_: Any, per_space: int = 16, passes: int = 3, most: int = 6
                     ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]]]:
     """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
     weight byte of a decode step, from the gaps between measured and unit-summed times of
-    `calibration_models`, each measured in at least `passes` separate passes and more where they
-    disagree (`measure_in_passes`; median taken).
+    `calibration_models`, each measured in at least `passes` separate passes and up to `most` where
+    they disagree (`measure_in_passes`; median taken).
 
     Decode: one constant per mixer kind and per FFN kind, plus one cost per weight byte, fitted
     together by least squares.  A proxy's decode step is mostly Python dispatch (the model's loop,
@@ -551,8 +551,7 @@ def block_overheads(profile_: Any, per_space: int = 16, passes: int = 3
     keys = sorted({key for config in models for block in config.blocks for key in block_kinds(block)})
     features_ = np.array([[sum(key in block_kinds(b) for b in config.blocks) for key in keys]
                           + [config.params() * profile_.weight_bytes / 1e6] for config in models], dtype=float)
-    timings = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes,
-                                most=passes if passes == 1 else 6)
+    timings = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most)
     gaps: dict[str, list[float]] = {"prefill": [], "decode": []}
     runs = []
     for config in models:
@@ -595,7 +594,8 @@ def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
     # measured against the units alone
     for key in ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale"):
         profile_.machine.pop(key, None)
-    overhead, per_byte, runs = block_overheads(profile_, per_space=8 if quick else 16, passes=1 if quick else 3)
+    per_space, passes, most = (8, 1, 1) if quick else (16, 3, 6)
+    overhead, per_byte, runs = block_overheads(profile_, per_space, passes, most)
     profile_.machine["block_overhead_ms"] = overhead
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     cold_scale = cold_scales(profile_, processes=1 if quick else 3)
