@@ -90,12 +90,17 @@ def encode_rows(suite: Suite, rows: list[tuple[Task, Example]], seq_len: int) ->
 
 class Mixture:
     """Batches of the training mixture: a length bucket chosen in proportion to its tasks' weights,
-    then each row's task in proportion to weight, so a task's share of tokens follows its weight."""
+    then each row's task in proportion to weight, so a task's share of tokens follows its weight.
+    `tasks` restricts the mixture to some tasks (MAD-style: one skill trained alone, to study it at
+    a fraction of the tokens the whole mixture needs); by default every task with a weight."""
 
-    def __init__(self, suite: Suite, seed: int, held_out: set[bytes]) -> None:
+    def __init__(self, suite: Suite, seed: int, held_out: set[bytes], tasks: list[Task] | None = None) -> None:
         self.suite = suite
         self.rng = random.Random(f"star-suite-v{SUITE_VERSION}/mixture/{seed}")
-        trained = [t for t in suite.tasks if t.weight > 0]
+        trained = [t for t in (suite.tasks if tasks is None else tasks) if t.weight > 0]
+        if not trained:
+            names = ", ".join(t.name for t in tasks or [])
+            raise StarError(f"nothing to train on: {names} are scored only (weight 0)")
         self.streams = {t.name: TrainingStream(suite, t, seed, held_out) for t in trained}
         self.buckets = sorted({t.seq_len for t in trained})
         self.bucket_tasks = {b: [t for t in trained if t.seq_len == b] for b in self.buckets}
@@ -165,9 +170,11 @@ def environment(corpus: Corpus, threads: int, precision: str, device: str) -> di
 def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELITY, seed: int = 0,
              corpus: Corpus | None = None, threads: int | None = None, device: str = "auto",
              precision: str = "auto", tasks: list[str] | None = None, progress: Progress | None = None,
-             compile: bool = False, save_weights: str | None = None) -> SuiteResult:
-    """Train `config` (already at proxy scale, vocabulary 512) on the mixture and score every task;
-    `save_weights` keeps the trained proxy (native safetensors, fp32) for `star export --weights`."""
+             compile: bool = False, save_weights: str | None = None,
+             train_on: list[str] | None = None) -> SuiteResult:
+    """Train `config` (already at proxy scale, vocabulary 512) on the mixture and score every task
+    (or `tasks`); `train_on` trains on those tasks only; `save_weights` keeps the trained proxy
+    (native safetensors, fp32) for `star export --weights`."""
     if config.vocab_size != VOCAB_SIZE:
         raise StarError(f"the suite needs vocab_size {VOCAB_SIZE} (a proxy); got {config.vocab_size}; "
                         "use star.scaling.to_proxy")
@@ -181,7 +188,7 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     selected = [suite.get(name) for name in tasks] if tasks else list(suite.tasks)
     held_out = {t.name: held_out_examples(suite, t) for t in suite.tasks}
     held_keys = {example_key(t, ex) for t in suite.tasks for ex in held_out[t.name]}
-    mixture = Mixture(suite, seed, held_keys)
+    mixture = Mixture(suite, seed, held_keys, [suite.get(name) for name in train_on] if train_on else None)
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -223,7 +230,8 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     tokens = fid.steps * fid.batch_tokens
     training = {"steps": fid.steps, "tokens": tokens, "batch_tokens": fid.batch_tokens, "final_loss": loss,
                 "tokens_per_s": tokens / max(train_s, 1e-9), "precision": trainer.precision,
-                "rejected_rows": sum(s.rejected for s in mixture.streams.values()), "compiled": trainer.compiled}
+                "rejected_rows": sum(s.rejected for s in mixture.streams.values()), "compiled": trainer.compiled,
+                "trained_on": "all" if train_on is None else ",".join(mixture.streams)}
     env = environment(corpus, torch.get_num_threads(), trainer.precision, str(trainer.device))
     return SuiteResult(config.name, seed, fid, scores, timing, training, env)
 
@@ -269,7 +277,8 @@ def write_parquet(result: SuiteResult, config: ArchConfig, path: str) -> None:
     rows = [{"architecture": result.architecture, "seed": result.seed, "fidelity": result.fidelity.level,
              "task": t["name"], "category": t["category"], "metric": t["metric"], "score": t["score"],
              "bits_per_byte": t.get("bits_per_byte"), "category_score": result.categories[t["category"]],
-             "aggregate": result.aggregate} for t in d["tasks"]]
+             "aggregate": result.aggregate, "trained_on": result.training.get("trained_on", "all")}
+            for t in d["tasks"]]
     table = pa.Table.from_pylist(rows)
     meta = {"star.result": json.dumps(d), "star.config": config.to_json()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})

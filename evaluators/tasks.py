@@ -704,6 +704,18 @@ def build_suite(corpus: Corpus) -> Suite:
     return Suite(tasks, Sources(_WORLD, corpus))
 
 
+def select_tasks(spec: str) -> list[str]:
+    """Task names from a comma-separated list of task and category names (a category stands for all
+    of its tasks), in suite order, so that `--tasks in_context_recall,text-code` means what it says."""
+    table = _task_table()
+    wanted = [part for part in spec.replace(" ", "").split(",") if part]
+    for part in wanted:
+        if part not in CATEGORIES and all(t.name != part for t in table):
+            raise StarError(f"unknown task or category {part!r}; `star tasks` lists the {len(table)} tasks "
+                            f"and their categories")
+    return [t.name for t in table if t.name in wanted or t.category in wanted]
+
+
 def task_list() -> list[dict[str, str]]:
     """Name, category, description and metric of every task, without building any corpus."""
     return [{"name": t.name, "category": t.category, "metric": t.metric, "seq_len": t.seq_len,

@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a token count such as 64K")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and training data (default 0)")
     p.add_argument("--corpus", help="your own text for the real-text tasks: a file, a folder, or Parquet with 'text'")
-    p.add_argument("--tasks", help="comma-separated task names to score (default: all; training is unchanged)")
+    p.add_argument("--tasks", help="comma-separated tasks or categories to score (default: all, or those of "
+                                   "--train-on; training is unchanged)")
+    p.add_argument("--train-on", help="comma-separated tasks or categories to train on alone, e.g. in_context_recall "
+                                      "(default: the whole 50-task mixture)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores this process may use)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
@@ -201,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("star: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # Whoever read our output stopped early (`star tasks --json | head`): not an error to report.
+        # Point stdout at /dev/null so that the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,14 +404,13 @@ def cmd_tasks(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from star.errors import StarError
     from star.evaluators.suite import evaluate, get_fidelity, load_corpus, write_parquet
-    from star.evaluators.tasks import VOCAB_SIZE, task_list
+    from star.evaluators.tasks import VOCAB_SIZE, select_tasks
 
     fidelity = get_fidelity(args.fidelity)
-    names = [n for n in (args.tasks or "").replace(" ", "").split(",") if n]
-    known = {t["name"] for t in task_list()}
-    for name in names:
-        if name not in known:
-            raise StarError(f"unknown task {name!r}; `star tasks` lists the {len(known)} tasks")
+    train_on = select_tasks(args.train_on) if args.train_on else None
+    if args.train_on is not None and not train_on:
+        raise StarError("--train-on names no task")
+    names = select_tasks(args.tasks) if args.tasks else train_on
     if args.threads is not None and args.threads < 1:
         raise StarError(f"--threads must be >= 1, got {args.threads}")
     if args.out and not args.out.endswith(".parquet"):
@@ -425,10 +434,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         def progress(done: int, total: int, loss: float) -> None:
             bar.update(job, completed=done, loss=loss)
             if done == total:
-                bar.update(job, description="scoring 50 tasks")
+                bar.update(job, description=f"scoring {len(names) if names else 50} tasks")
 
         result = evaluate(config, fidelity, seed=args.seed, corpus=corpus, threads=args.threads, device=args.device,
-                          precision=args.precision, tasks=names or None, progress=progress, compile=args.compile)
+                          precision=args.precision, tasks=names or None, progress=progress, compile=args.compile,
+                          train_on=train_on)
     if args.out:
         write_parquet(result, config, args.out)
     if args.json:
@@ -462,6 +472,8 @@ def _print_eval(result: Any) -> None:
                   f"({result.training['precision']}); wall {t['total_s']:.1f} s = setup {t['setup_s']:.1f} + "
                   f"build {t['build_s']:.1f} + data {t['data_s']:.1f} + train {t['train_s']:.1f} "
                   f"+ scoring {t['eval_s']:.1f}")
+    if result.training.get("trained_on", "all") != "all":
+        console.print(f"trained on these tasks only: {result.training['trained_on']}")
 
 
 # ---- search ---------------------------------------------------------------------------------------

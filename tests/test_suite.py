@@ -13,7 +13,7 @@ from star.errors import StarError
 from star.evaluators import suite as S
 from star.evaluators.corpus import bundled_corpus, user_corpus
 from star.evaluators.fidelity import FIDELITIES
-from star.evaluators.tasks import build_suite
+from star.evaluators.tasks import build_suite, select_tasks
 from star.evaluators.trainer import IGNORE, ProxyTrainer, TrainSettings
 
 TINY = ArchConfig(
@@ -52,6 +52,19 @@ def test_mixture_batches_have_constant_token_count_and_follow_weights(suite):
     assert all(weights[t] > 0 for t in counts), "zero-weight tasks are scored only"
     heavy, rare = counts.get(suite.task_token("language-common"), 0), counts.get(suite.task_token("language-rare-1"), 0)
     assert heavy > 3 * rare
+
+
+def test_a_mixture_restricted_to_a_category_draws_only_its_tasks(suite):
+    recall = select_tasks("in_context_recall")
+    assert len(recall) == 10 and all(suite.get(n).category == "in_context_recall" for n in recall)
+    assert select_tasks("copy, in_context_recall,mqar-4") == [*recall, "copy"]  # suite order, each once
+    mixture = S.Mixture(suite, seed=0, held_out=set(), tasks=[suite.get(n) for n in recall])
+    drawn = {token for _ in range(40) for token in mixture.next_batch()[0][:, 0].tolist()}
+    assert drawn == {suite.task_token(n) for n in recall}  # every recall task, nothing else
+    with pytest.raises(StarError, match="scored only"):
+        S.Mixture(suite, seed=0, held_out=set(), tasks=[suite.get("text-prose-late")])
+    with pytest.raises(StarError, match="unknown task or category"):
+        select_tasks("in_context_recal")
 
 
 class Oracle(ProxyTrainer):
@@ -129,12 +142,19 @@ def test_star_eval_json_and_parquet_on_a_tiny_architecture(tmp_path):
     assert [t["score"] for t in again["tasks"]] == [t["score"] for t in data["tasks"]]
     human = star(*args)
     assert human.returncode == 0 and "aggregate" in human.stdout and "real_text" in human.stdout
+    alone = json.loads(star(*args[:3], "--fidelity", "8K", "--threads", "2", "--train-on", "in_context_recall",
+                            "--json").stdout)
+    recall = select_tasks("in_context_recall")
+    assert [t["name"] for t in alone["tasks"]] == recall and list(alone["categories"]) == ["in_context_recall"]
+    assert alone["training"]["trained_on"] == ",".join(recall) and data["training"]["trained_on"] == "all"
 
 
 @pytest.mark.parametrize(("extra", "needles"), [
     (("--tasks", "mqar-4,no-such-task"), ("unknown task", "no-such-task")),
     (("--corpus", "/no/such/corpus.txt"), ("corpus", "no such file")),
     (("--fidelity", "ultra"), ("unknown fidelity",)),
+    (("--train-on", "in_context_recal"), ("unknown task or category", "in_context_recal")),
+    (("--train-on", "text-prose-late", "--fidelity", "4K"), ("nothing to train on", "scored only")),
     (("--out", "scores.csv"), (".parquet",)),
 ])
 def test_star_eval_bad_input_is_one_line_exit_2(extra, needles):

@@ -174,3 +174,12 @@ def test_counting_brackets_dedupe_answers(suite):
 def test_rare_languages_are_rare_in_the_mixture(suite):
     weights = {t.name: t.weight for t in suite.tasks}
     assert all(weights[f"language-rare-{i}"] * 4 <= weights["language-common"] for i in range(1, 5))
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`star tasks --json | head -1`: the pipe closes before star writes; star exits quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "star.cli", "tasks", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 1 and stderr == ""
