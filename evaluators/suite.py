@@ -188,7 +188,8 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     selected = [suite.get(name) for name in tasks] if tasks else list(suite.tasks)
     held_out = {t.name: held_out_examples(suite, t) for t in suite.tasks}
     held_keys = {example_key(t, ex) for t in suite.tasks for ex in held_out[t.name]}
-    mixture = Mixture(suite, seed, held_keys, [suite.get(name) for name in train_on] if train_on else None)
+    trained = [suite.get(name) for name in train_on] if train_on else None
+    mixture = Mixture(suite, seed, held_keys, trained)
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -231,7 +232,7 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     training = {"steps": fid.steps, "tokens": tokens, "batch_tokens": fid.batch_tokens, "final_loss": loss,
                 "tokens_per_s": tokens / max(train_s, 1e-9), "precision": trainer.precision,
                 "rejected_rows": sum(s.rejected for s in mixture.streams.values()), "compiled": trainer.compiled,
-                "trained_on": "all" if train_on is None else ",".join(mixture.streams)}
+                "trained_on": "all" if trained is None else ",".join(mixture.streams)}
     env = environment(corpus, torch.get_num_threads(), trainer.precision, str(trainer.device))
     return SuiteResult(config.name, seed, fid, scores, timing, training, env)
 
