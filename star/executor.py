@@ -101,6 +101,7 @@ class Outcome:
     wall_s: float
     worker: str
     attempts: int
+    environment: dict[str, Any] = field(default_factory=dict)  # the worker's machine, versions, precision, corpus
 
 
 class NonFiniteResult(RuntimeError):
@@ -120,23 +121,29 @@ def run_job(job: EvalJob) -> dict[str, Any]:
     from star.search_spaces import get_space
 
     config = get_space(job.space).decode(job.genome)
-    metrics = _evaluate(config, job)
+    metrics, environment = _evaluate(config, job)
     if fault == "nan":
         metrics["quality"] = float("nan")
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise NonFiniteResult(f"non-finite result: {', '.join(f'{k}={metrics[k]}' for k in bad)}")
-    return {"metrics": metrics, "wall_s": time.perf_counter() - started,
+    return {"metrics": metrics, "environment": environment, "wall_s": time.perf_counter() - started,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
-def _evaluate(config: Any, job: EvalJob) -> dict[str, Any]:
+def _evaluate(config: Any, job: EvalJob) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The evaluation's metrics, and where and how it ran: on a cluster the worker's CPU, torch
+    build and precision ("auto" is bf16 only where the CPU has it) can differ from the driver's, and
+    bf16 rounding differs between CPU models, so a result is reproducible only on what is recorded here."""
+    from star.machine import machine_name
+
     spec = job.evaluator
+    environment: dict[str, Any] = {"machine": machine_name(), "threads": job.threads}
     if spec.kind == "synthetic":
         from star.evaluators.suite import get_fidelity
         from star.evaluators.synthetic import evaluate_synthetic
 
-        return evaluate_synthetic(config, get_fidelity(job.fidelity).tokens, job.seed, spec.cost_s)
+        return evaluate_synthetic(config, get_fidelity(job.fidelity).tokens, job.seed, spec.cost_s), environment
     from star.evaluators.suite import evaluate, load_corpus
     from star.scaling import to_proxy
 
@@ -148,7 +155,9 @@ def _evaluate(config: Any, job: EvalJob) -> dict[str, Any]:
                                "final_loss": float(result.training["final_loss"])}
     metrics.update({f"category.{name}": float(score) for name, score in result.categories.items()})
     metrics.update({f"task.{t.name}": float(t.score) for t in result.tasks})
-    return metrics
+    environment.update(torch_version=result.environment["torch"], python_version=result.environment["python"],
+                       precision=result.environment["precision"], corpus=result.environment["corpus"])
+    return metrics, environment
 
 
 def describe_error(err: BaseException) -> str:
@@ -234,7 +243,7 @@ class RayExecutor:
                     continue
                 note = f"ok on retry; first attempt: {run.first_failure}" if run.first_failure else ""
                 return Outcome(run.job, "ok", note, value["metrics"], time.monotonic() - run.started, value["worker"],
-                               run.attempt)
+                               run.attempt, value["environment"])
             now = time.monotonic()
             for ref, run in list(self._running.items()):
                 if now - run.started > self.timeout_s:

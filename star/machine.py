@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 import sys
 
@@ -18,6 +19,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def machine_name() -> str:
+    """Architecture, CPU model and logical CPUs: the `machine` recorded with every run and evaluation."""
+    return f"{platform.machine()} {cpu_name()} ({os.cpu_count()} logical CPUs)"
 
 
 def tune_allocator() -> None:

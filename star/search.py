@@ -25,6 +25,7 @@ from star.errors import StarError
 from star.evolution import SELECTIONS, Evolution, EvolutionSettings, Proposal, final_front
 from star.executor import EvalJob, EvaluatorSpec, FaultPlan, Outcome, RayExecutor
 from star.genome import SearchSpace, genome_id
+from star.machine import machine_name
 from star.objectives import (
     Constraint,
     Normaliser,
@@ -125,12 +126,6 @@ def versions() -> dict[str, str]:
             "ray": version("ray"), "optuna": version("optuna"), "pyarrow": version("pyarrow")}
 
 
-def machine() -> str:
-    from star.machine import cpu_name
-
-    return f"{platform.machine()} {cpu_name()} ({os.cpu_count()} logical CPUs)"
-
-
 class Search:
     """A search over one run folder; `run()` evaluates until the budget is spent."""
 
@@ -161,7 +156,7 @@ class Search:
         self.mirror = open_study(store)
         self.mirror_storage = self.mirror.storage_url
         self._versions = versions()
-        self._machine = machine()
+        self._machine = machine_name()
 
     # ---- screening (driver side) -----------------------------------------------------------------
 
@@ -200,7 +195,7 @@ class Search:
         }
         if outcome is not None:
             row.update(status=outcome.status, reason=outcome.reason, attempts=outcome.attempts,
-                       wall_s=outcome.wall_s, worker=outcome.worker, **outcome.metrics)
+                       wall_s=outcome.wall_s, worker=outcome.worker, **outcome.metrics, **outcome.environment)
             if self.settings.keep_weights and outcome.status == "ok":
                 row["weights_file"] = self._weights_file(proposal)
         return row
@@ -324,7 +319,7 @@ def create_run(folder: str | Path, settings: SearchSettings) -> RunStore:
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["star", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("star") else "",
         "settings": asdict(settings), "normaliser": normaliser.to_dict(), "score_columns": score_columns,
-        "versions": versions(), "machine": machine(),
+        "versions": versions(), "machine": machine_name(),
     }
     return RunStore.create(folder, manifest)
 

@@ -42,6 +42,8 @@ TRAILING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seed", "int64"), ("wall_s", "float64"), ("worker", "string"), ("finished_at", "string"),
     ("star_version", "string"), ("python_version", "string"), ("torch_version", "string"),
     ("ray_version", "string"), ("machine", "string"),
+    # Where an evaluation ran, from its worker (added after the first runs: null in their rows).
+    ("threads", "int64"), ("precision", "string"), ("corpus", "string"),
 )
 # Columns that record when and where, not what: two runs of the same search differ only in these.
 TIMING_COLUMNS = ("wall_s", "worker", "finished_at", "train_tokens_per_s")
@@ -74,6 +76,9 @@ class RunStore:
     def __init__(self, path: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         self.path, self.manifest, self.rows = path, manifest, rows
         self.columns = columns_for(manifest["score_columns"])
+        for row in rows:  # a run written before a column existed reads it as null
+            for name, _ in self.columns:
+                row.setdefault(name, None)
 
     # ---- opening ---------------------------------------------------------------------------------
 

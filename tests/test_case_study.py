@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from cli_helpers import star
@@ -28,6 +29,22 @@ def test_the_reference_run_loads_and_is_small_enough_to_commit():
     manifest = store.manifest  # reproducibility: the command, the seed, the versions and the machine
     assert manifest["command"].startswith("star search") and manifest["versions"] and manifest["machine"]
     assert isinstance(manifest["settings"]["seed"], int)
+
+
+def test_a_run_written_before_the_worker_environment_columns_still_takes_new_rows(tmp_path):
+    """The reference run predates `threads`, `precision` and `corpus`: resuming such a run appends rows
+    that carry them while the old rows keep nulls, and nothing already recorded changes."""
+    run = tmp_path / "run"
+    shutil.copytree(RUN, run)
+    store = RunStore.open(run)
+    old = [dict(r) for r in store.rows]
+    assert all(r["precision"] is None for r in old)  # read back as absent, not invented
+    new = {**old[-1], "eval_index": len(old), "job": old[-1]["job"] + 1, "threads": 1, "precision": "bf16",
+           "corpus": "pydoc-topics:x"}
+    store.append([new])
+    reread = RunStore.open(run).rows
+    assert reread[-1]["precision"] == "bf16" and reread[-1]["threads"] == 1
+    assert [{k: v for k, v in r.items() if k in old[0]} for r in reread[:-1]] == old
 
 
 def test_the_pareto_set_is_non_dominated_and_complete():

@@ -46,6 +46,10 @@ def test_real_run_rows_carry_suite_scores_and_weights(real_run):
     for row in rows:
         assert 0 <= row["quality"] <= 1 and row["category.real_text"] is not None and row["task.mqar-8"] is not None
         assert (real_run / row["weights_file"]).is_file()
+        # where it ran, as the worker saw it: what an exact repeat needs
+        assert row["precision"] in ("bf16", "fp32") and row["threads"] >= 1
+        assert row["torch_version"] == torch.__version__
+        assert row["corpus"].startswith("pydoc-topics:") and "logical CPUs" in row["machine"]
 
 
 @pytest.mark.slow

@@ -131,6 +131,7 @@ def test_ray_search_with_one_worker_is_deterministic_and_promotes(tmp_path, ray_
         first = next(r for r in a.rows if r["genome_id"] == row["genome_id"])
         assert first["rung"] == 0 and first["eval_index"] < row["eval_index"]
     assert all(r["status"] == "ok" and 0 <= r["quality"] <= 1 and r["worker"] != "driver" for r in a.rows)
+    assert all(r["threads"] >= 1 and "logical CPUs" in r["machine"] and r["precision"] is None for r in a.rows)
     assert_front_is_the_non_dominated_set(a, front_rows(a))
 
 
