@@ -139,8 +139,8 @@ def _evaluate(config: Any, job: EvalJob) -> tuple[dict[str, Any], dict[str, Any]
 
     spec = job.evaluator
     environment: dict[str, Any] = {"machine": machine_name(), "threads": job.threads}
-    if spec.kind == "synthetic":
-        from star.evaluators.suite import get_fidelity
+    if spec.kind == "synthetic":  # torch-free: a fresh worker answers in milliseconds, not after `import torch`
+        from star.evaluators.fidelity import get_fidelity
         from star.evaluators.synthetic import evaluate_synthetic
 
         return evaluate_synthetic(config, get_fidelity(job.fidelity).tokens, job.seed, spec.cost_s), environment
