@@ -21,23 +21,15 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from case_study_figures import layout  # benchmarks/ is on sys.path when a script there runs
+from suite_discrimination import kendall_tau
+
 from star.objectives import Normaliser, format_value
 from star.pareto import dominates
 from star.presets import get_preset
 from star.search import best_per_genome, front_rows
 from star.search_spaces import get_space
 from star.store import RunStore
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-a over pairs (no ties expected in continuous scores)."""
-    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
-    signs = [((a[i] - a[j]) * (b[i] - b[j]) > 0) - ((a[i] - a[j]) * (b[i] - b[j]) < 0) for i, j in pairs]
-    return sum(signs) / len(pairs) if pairs else 0.0
-
-
-def layout(row: dict) -> str:
-    return "".join("A" if kind == "attention" else "C" for kind in row["layer_types"].split(","))
 
 
 def rescore_one(config_json: str, fidelity: str, seed: int, precision: str, device: str) -> dict:
@@ -121,7 +113,8 @@ def main() -> None:
         dominators = [o for o in present if o != g and dominates(points[o], points[g])]
         print(f"{preset} ({g}): " + (f"dominated by {len(dominators)} of the re-scored: {', '.join(dominators)}"
                                      if dominators else "not dominated by any re-scored genome"))
-    both = [g for g in present if rows[g]["fidelity_tokens"] == max(r["fidelity_tokens"] for r in rows.values())]
+    top_tokens = max(r["fidelity_tokens"] for r in rows.values())
+    both = [g for g in present if rows[g]["fidelity_tokens"] == top_tokens]
     if len(both) >= 2:
         tau = kendall_tau([rows[g]["quality"] for g in both], [rescored[g]["quality"] for g in both])
         print(f"Kendall's tau, run quality against re-scored quality, over the {len(both)} genomes evaluated at "
