@@ -172,6 +172,12 @@ class Profile:
             per_byte = float(self.machine.get("warm_decode_ms_per_weight_byte", 0.0))
             fixed += per_byte * config.params() * self.weight_bytes
         scale = self._cold_scale(phase, config.hidden_size) if cache == "cold" else 1.0
+        if scale * median + fixed <= 0:
+            # The fitted overheads are corrections to the units' sum and may be negative; one that
+            # outweighs the units themselves (a noisy quick profile, a model far narrower than the
+            # calibration models) is extrapolated past what it was fitted on, and the units' own
+            # measured sum is the better estimate than a negative time.
+            fixed = 0.0
         return scale * median + fixed, scale * p95 + fixed
 
     def _cold_scale(self, phase: str, width: int) -> float:

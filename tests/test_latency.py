@@ -10,12 +10,19 @@ from cli_helpers import assert_bad_input, star
 from star.errors import StarError
 from star.evaluators.latency import DEVICES, predict
 from star.evaluators.predictor import Profile, load_profile
-from star.evaluators.profiler import Grid, measure_peak_memory, profile
+from star.evaluators.profiler import LATENCY_PROXY, Grid, measure_peak_memory, profile
 from star.presets import get_preset
+from star.scaling import to_proxy
 
 # Widths 128 and 512: the cold-scale calibration runs models 512 to 2048 wide, and fits made only at
 # 64 and 128 extrapolated their decode 3-6x too slow (scales 0.15-0.4, flaky against the bound below).
 TINY = Grid(widths=(128, 512), prefill=(16, 64), decode=(32, 256), reps=2, warmup=1)
+
+
+def calibration_proxy(preset: str):
+    """A proxy preset's layout in the calibration models' shape (width 128, heads of 32): the tiny
+    profile below measures widths 128 and 512, so its fits are not extrapolated for these."""
+    return to_proxy(get_preset(preset), **LATENCY_PROXY)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,7 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
 
 
 def test_predictions_are_deterministic_and_grow_with_length(tiny_profile):
-    config = get_preset("lfm2-proxy")
+    config = calibration_proxy("lfm2-proxy")
     a, b = Profile(tiny_profile).predict(config, 64, 256), Profile(tiny_profile).predict(config, 64, 256)
     assert a == b
     assert a["decode_ms_p95"] >= a["decode_ms"] > 0 and a["ttft_ms"] > 0
@@ -58,8 +65,8 @@ def test_predictions_are_deterministic_and_grow_with_length(tiny_profile):
     # composition grows with the prompt and never shrinks with the context.
     model = Profile(tiny_profile)
     model.llc_bytes = 2**40
-    longer = model.predict(get_preset("attention-proxy"), 512, 4096)
-    shorter = model.predict(get_preset("attention-proxy"), 64, 256)
+    longer = model.predict(calibration_proxy("attention-proxy"), 512, 4096)
+    shorter = model.predict(calibration_proxy("attention-proxy"), 64, 256)
     assert longer["ttft_ms"] > shorter["ttft_ms"] and longer["decode_ms"] >= shorter["decode_ms"]
 
 
@@ -68,23 +75,38 @@ def test_block_overheads_are_charged_per_mixer_kind(tiny_profile):
     block moves attention-proxy by 16 ms, lfm2-proxy by 6 (its GQA blocks) and conv-proxy not at all.
     A profile from before per-kind calibration charges its one constant to every block."""
     model = Profile(tiny_profile)
-    before = {name: model.predict(get_preset(name), 64, 256)["decode_ms"]
+    before = {name: model.predict(calibration_proxy(name), 64, 256)["decode_ms"]
               for name in ("attention-proxy", "lfm2-proxy", "conv-proxy")}
     model.machine["block_overhead_ms"]["decode"]["mixer:attention"] += 1.0
-    after = {name: model.predict(get_preset(name), 64, 256)["decode_ms"] for name in before}
+    after = {name: model.predict(calibration_proxy(name), 64, 256)["decode_ms"] for name in before}
     assert [round(after[n] - before[n], 6) for n in before] == [16.0, 6.0, 0.0]
     old = Profile(tiny_profile)
     old.machine.pop("block_overhead_ms")
     old.machine["overhead_ms_per_block"] = {"prefill": 0.0, "decode": 0.5}
     plain = Profile(tiny_profile)
     plain.machine.pop("block_overhead_ms")
-    config = get_preset("lfm2-proxy")
+    config = calibration_proxy("lfm2-proxy")
     assert old.predict(config, 64, 256)["decode_ms"] - plain.predict(config, 64, 256)["decode_ms"] == pytest.approx(8.0)
+
+
+def test_overheads_that_outweigh_the_units_never_give_a_negative_time(tiny_profile):
+    """Fitted overheads are corrections and may be negative; far from the calibration models (a
+    proxy narrower than any profiled width) one may outweigh the units.  The prediction then falls
+    back to the units' own sum instead of a negative time."""
+    config, model = get_preset("conv-proxy"), Profile(tiny_profile)
+    model.machine["warm_decode_ms_per_weight_byte"] = 0.0
+    for kind in model.machine["block_overhead_ms"]["decode"]:
+        model.machine["block_overhead_ms"]["decode"][kind] = 0.0
+    units = model.predict(config, 64, 256)["decode_ms"]
+    model.machine["block_overhead_ms"]["decode"]["mixer:short_conv"] = -units  # 16 blocks: -16x the units
+    assert model.predict(config, 64, 256)["decode_ms"] == pytest.approx(units)
+    model.machine["block_overhead_ms"]["decode"]["mixer:short_conv"] = -units / 32  # half the units: applied
+    assert model.predict(config, 64, 256)["decode_ms"] == pytest.approx(units / 2)
 
 
 def test_warm_decode_charges_weight_bytes_and_leaves_prefill_and_cold_models_alone(tiny_profile):
     """The calibrated per-byte decode cost applies to models inside the last-level cache only."""
-    proxy, big = get_preset("lfm2-proxy"), get_preset("lfm2-350m")
+    proxy, big = calibration_proxy("lfm2-proxy"), get_preset("lfm2-350m")
     model = Profile(tiny_profile)
     assert model.cache_state(proxy, 256) == "warm" and model.cache_state(big, 256) == "cold"
     before = {c.name: model.predict(c, 64, 256) for c in (proxy, big)}
@@ -127,7 +149,9 @@ def test_a_failed_measurement_is_one_error_and_the_next_one_works():
     config = get_preset("conv-proxy")
     with pytest.raises(StarError, match="measuring conv-proxy failed: TypeError"):
         _in_fresh_process(measure_model, config, 1)  # measure_model's arguments are missing
-    prefill, decode = measure_model(config, 16, 64, reps=2, threads=1)
+    # a 256-token prompt: at the proxies' width 64 one forward pass is mostly fixed overhead, so a
+    # 16-token prefill can take no longer than one decode step
+    prefill, decode = measure_model(config, 256, 64, reps=2, threads=1)
     assert prefill > decode > 0
 
 
