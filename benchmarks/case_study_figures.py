@@ -1,8 +1,9 @@
 """The figures of docs/case-study.md, from a run folder (default: the committed results/lfm2-cpu).
 
-Prints the run's settings and cost, the Pareto set, where each seeded preset lands (on the front, or
-which front genomes dominate it), and what the front prefers: how many attention blocks, where they
-sit, and the global genes, against every evaluated genome and against LFM2's choice.
+Prints the run's settings and cost, the Pareto set (at the top rung), where each seeded preset lands
+at its own rung (on that rung's front, or which genomes of that rung dominate it: scores from
+different rungs are never compared), and what the front prefers: how many attention blocks, where
+they sit, and the global genes, against every evaluated genome and against LFM2's choice.
 
     python benchmarks/case_study_figures.py [RUN]
 """
@@ -37,7 +38,6 @@ def main() -> None:
     normaliser = Normaliser.from_dict(manifest["normaliser"])
     rows = best_per_genome(store.rows)
     front = front_rows(store)
-    front_ids = {r["genome_id"] for r in front}
     print(f"run {run}: {manifest['command']}")
     print(f"  {len(store.rows)} evaluations of {len(rows)} genomes, fidelities {settings['fidelities']}, "
           f"objectives {objectives}, device {settings['device_profile']}, context {settings['context']}")
@@ -47,7 +47,7 @@ def main() -> None:
           f"first {store.rows[0]['finished_at']} last {store.rows[-1]['finished_at']}")
     print(f"  machine {manifest['machine']}; versions {manifest['versions']}")
 
-    print(f"\nPareto set ({len(front)} of {len(rows)} genomes):")
+    print(f"\nPareto set at rung {front[0]['rung'] if front else '-'} ({len(front)} of {len(rows)} genomes):")
     header = "  rank genome_id     layout            " + "".join(f"{o:>14}" for o in objectives) + "  fidelity  origin"
     print(header)
     for i, r in enumerate(front, 1):
@@ -55,20 +55,21 @@ def main() -> None:
         print(f"  {i:>4} {r['genome_id']}  {layout(r)}  {values}  {r['fidelity']:>8}  {r['origin']}")
 
     space = get_space(settings["space"])
-    by_id = {r["genome_id"]: r for r in rows}
-    print("\nseeded presets:")
+    print("\nseeded presets, each against the genomes evaluated at its own top rung:")
     for preset in settings["seed_presets"]:
         genome = ",".join(map(str, space.encode(get_preset(preset))))
         row = next(r for r in rows if r["genome"] == genome)
         values = ", ".join(f"{o} {format_value(o, row[o])}" for o in objectives)
-        if row["genome_id"] in front_ids:
-            print(f"  {preset} ({row['genome_id']}, {layout(row)}): on the front; {values}")
+        rung_front = {r["genome_id"]: r for r in front_rows(store, rung=row["rung"])}
+        where = f"rung {row['rung']} ({row['fidelity']})"
+        if row["genome_id"] in rung_front:
+            print(f"  {preset} ({row['genome_id']}, {layout(row)}): on the front at {where}; {values}")
             continue
         point = normaliser.point(row)
-        dominators = [g for g in front_ids if dominates(normaliser.point(by_id[g]), point)]
-        print(f"  {preset} ({row['genome_id']}, {layout(row)}): dominated by {len(dominators)}; {values}")
+        dominators = [g for g, r in rung_front.items() if dominates(normaliser.point(r), point)]
+        print(f"  {preset} ({row['genome_id']}, {layout(row)}): dominated at {where} by {len(dominators)}; {values}")
         for g in dominators:
-            d = by_id[g]
+            d = rung_front[g]
             print(f"    by {g} {layout(d)}: " + ", ".join(f"{o} {format_value(o, d[o])}" for o in objectives)
                   + f" (genome {d['genome']})")
 

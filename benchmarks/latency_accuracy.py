@@ -34,7 +34,7 @@ import torch
 
 from star.arch import ArchConfig
 from star.evaluators.predictor import load_profile
-from star.evaluators.profiler import measure_in_passes, measure_model, measure_peak_memory
+from star.evaluators.profiler import LATENCY_PROXY, measure_in_passes, measure_model, measure_peak_memory
 from star.presets import get_preset
 from star.scaling import to_proxy
 from star.search_spaces import get_space
@@ -56,7 +56,7 @@ def architectures(proxies: int, full: int, max_params: float, exclude: frozenset
         n_proxy, n_full = proxies // 2, full // 2
         while n_proxy or n_full:
             config = space.decode(space.sample(rng))
-            proxy = to_proxy(config)
+            proxy = to_proxy(config, **LATENCY_PROXY)
             if config.name in exclude or proxy.name in exclude:
                 continue
             if n_proxy:

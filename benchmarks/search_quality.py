@@ -8,14 +8,15 @@ Part 1, search quality.  Same evaluation budget, several seeds, four searchers:
   evaluation, Optuna's defaults except the population size, which matches ours).
 Objectives: quality from the synthetic evaluator (`star.evaluators.synthetic`, a documented formula
 that stands in for the suite so that hundreds of runs take minutes; observed at the default fidelity,
-512K tokens), predicted decode latency (ryzen-hx370 roofline model) and cache bytes at 4K context.
+384K tokens), predicted decode latency (ryzen-hx370 roofline model) and cache bytes at 4K context.
 Hypervolume: each objective normalised with the bounds `star search` writes in its manifest (256
 random genomes of the space, seed 0; quality on [0, 1]), minimised, reference point 1.1 on every axis;
 the figure is the hypervolume of the feasible non-dominated set of all evaluations of the run.
 
-Part 2, multi-fidelity.  Our searcher with successive halving (children at 128K tokens, the top
-1/3 promoted to 512K) against the same searcher training everything at 512K.  Cost is training
-tokens.  Only 512K evaluations count towards the hypervolume (a low-fidelity score is not trusted).
+Part 2, multi-fidelity.  Our searcher with successive halving (children at the screening rung,
+96K tokens, the top 1/3 promoted to the default, 384K) against the same searcher training everything
+at the default.  Cost is training tokens.  Only default-rung evaluations count towards the
+hypervolume (a low-fidelity score is not compared with them).
 Reported: the final hypervolume of each at the same token budget, and the share of the budget that
 multi-fidelity needs to reach single fidelity's final hypervolume (the saving at equal hypervolume).
 
@@ -157,8 +158,9 @@ def main() -> None:
     print(f"  best on average: {best}")
 
     cost_budget = args.budget * get_fidelity("2").tokens
-    print(f"\npart 2: multi-fidelity (128K → 512K, eta 3) vs single fidelity (512K), same token budget "
-          f"({cost_budget / 2**20:.0f}M tokens = {args.budget} evaluations at 512K), {args.mf_seeds} seeds")
+    low, top = (f"{get_fidelity(f).tokens // 1024}K" for f in ("0", "2"))
+    print(f"\npart 2: multi-fidelity ({low} → {top}, eta 3) vs single fidelity ({top}), same token budget "
+          f"({cost_budget / 2**20:.0f}M tokens = {args.budget} evaluations at {top}), {args.mf_seeds} seeds")
     finals_single, finals_multi, fractions = [], [], []
     for seed in range(args.mf_seeds):
         single = run_ours(problem, 0, seed, "nsga2", ["2"], cost_budget)
@@ -173,7 +175,7 @@ def main() -> None:
         reached = f"{c_multi / 2**20:.0f}M tokens ({100 * c_multi / cost_budget:.0f}%)" if c_multi < float("inf") \
             else "not reached"
         print(f"  seed {seed}: final HV single {hv_single:.4f} ({len(single)} evals), multi {hv_multi:.4f} "
-              f"({len(multi)} evals, {sum(p is not None for _, p in multi)} at 512K); multi reaches single's "
+              f"({len(multi)} evals, {sum(p is not None for _, p in multi)} at {top}); multi reaches single's "
               f"final HV after {reached}")
     reached = [f for f in fractions if f < float("inf")]
     print(f"  final HV at equal tokens: single {statistics.mean(finals_single):.4f} ± "

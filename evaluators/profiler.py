@@ -66,6 +66,11 @@ FULL = Grid(widths=(128, 256, 512, 1024, 2048), prefill=(64, 256, 1024), decode=
 QUICK = Grid(widths=(128, 1024), prefill=(64, 512), decode=(128, 2048), reps=5, warmup=1)
 
 
+# The calibration models' proxy shape (width 128, heads of 32), fixed here rather than taken from the
+# quality proxies' defaults (star.scaling), so that a profile measures the same models as before.
+LATENCY_PROXY = {"hidden": 128, "head_dim": 32}
+
+
 def unit_specs(width: int) -> Iterator[tuple[str, Any]]:
     heads = max(1, width // 64)
     yield "mixer:short_conv", ShortConvMixer(kernel=3)
@@ -73,7 +78,7 @@ def unit_specs(width: int) -> Iterator[tuple[str, Any]]:
         yield "mixer:attention", AttentionMixer(num_heads=heads, num_kv_heads=kv, head_dim=64, qk_norm=True)
     if width >= 1024:  # Qwen3's shape: heads of 128, twice the model's width in queries
         yield "mixer:attention", AttentionMixer(num_heads=heads, num_kv_heads=8, head_dim=128, qk_norm=True)
-    if width <= 256:  # the proxies' shape: heads of 32 (scaling.to_proxy), one or two KV heads
+    if width <= 256:  # the calibration proxies' shape: heads of 32 (LATENCY_PROXY), one or two KV heads
         for kv in (1, 2):
             yield "mixer:attention", AttentionMixer(num_heads=width // 32, num_kv_heads=kv, head_dim=32, qk_norm=True)
     yield "mixer:long_conv", LongConvMixer(kernel=128)
@@ -517,8 +522,8 @@ def calibration_models(per_space: int = 16) -> list[ArchConfig]:
     from star.search_spaces import get_space
 
     rng = random.Random("star-profile-calibration")
-    return [to_proxy(space.decode(space.sample(rng))) for space in (get_space("lfm2"), get_space("star"))
-            for _ in range(per_space)]
+    return [to_proxy(space.decode(space.sample(rng)), **LATENCY_PROXY)
+            for space in (get_space("lfm2"), get_space("star")) for _ in range(per_space)]
 
 
 def block_kinds(block: BlockConfig) -> tuple[str, str]:

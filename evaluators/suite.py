@@ -1,14 +1,17 @@
-"""Train a proxy on the 50-task mixture and score it on held-out examples.
+"""Score a proxy: the recall probe, then training on the fidelity's tasks and scoring held-out examples.
 
-One multi-task run rather than 50 small ones: the tasks share skills (look-up, copying, agreement),
-a single run pays model construction and compilation once, and a per-task budget would be too small
-to learn anything at the token budgets a search can afford (docs/suite.md has the measurements).
+What is trained depends on the fidelity (evaluators/fidelity.py): at CPU budgets real text alone
+(MAD's protocol, one skill per run), at the GPU budget the whole 50-task mixture in one multi-task
+run (the tasks share skills, and one run pays model construction once).  Every fidelity also runs
+the in-context recall probe (evaluators/probe.py), because no budget a CPU affords teaches recall
+through the mixture.  The quality is a weighted mean of the category scores measured
+(`CATEGORY_WEIGHTS`, justified in docs/suite.md).
 
 Rows are grouped by length (32, 64, 128, 256 tokens) and every batch holds the fidelity's
-`batch_tokens` (4,096 except at the GPU fidelity) tokens of one length, so each training step costs
-the same and compiled kernels see four shapes.  Held-out examples come from their own random streams
-(and, for text, held-out documents); the training stream skips any row that equals a held-out row,
-so no scored example is ever trained on.
+`batch_tokens` tokens of one length, so each training step costs the same and compiled kernels see
+few shapes.  Held-out examples come from their own random streams (and, for text, held-out
+documents); the training stream skips any row that equals a held-out row, so no scored example is
+ever trained on.
 """
 
 from __future__ import annotations
@@ -30,10 +33,24 @@ from star.machine import cpu_name
 
 from .corpus import Corpus, bundled_corpus, user_corpus
 from .fidelity import DEFAULT_FIDELITY, TOKENS_PER_BATCH, Fidelity, get_fidelity
+from .probe import ProbeResult, ProbeSettings, recall_probe
 from .tasks import CATEGORIES, PAD, SUITE_VERSION, VOCAB_SIZE, Example, Suite, Task, build_suite
-from .trainer import IGNORE, ProxyTrainer, TrainSettings
+from .trainer import IGNORE, ProxyTrainer, TrainSettings, resolve_device
 
 HELD_OUT_TOKENS = 4096  # per task: 16 rows of 256 tokens ... 128 rows of 32
+
+# The quality's weight of each category (1 where not named), over the categories a fidelity measures.
+# Recall and language modelling count double: they are the two capabilities with published evidence
+# that a small model's score carries to full scale (Zoology: associative recall accounts for most of
+# the perplexity gap between gated convolutions and attention; scaling laws: language-modelling loss
+# falls predictably with size).  docs/suite.md has the reasoning and the measurements.
+CATEGORY_WEIGHTS = {"in_context_recall": 2.0, "real_text": 2.0}
+
+
+def quality(categories: dict[str, float]) -> float:
+    """The weighted mean of the measured category scores (CATEGORY_WEIGHTS, 1 for the others)."""
+    weights = {c: CATEGORY_WEIGHTS.get(c, 1.0) for c in categories}
+    return sum(weights[c] * score for c, score in categories.items()) / sum(weights.values())
 
 
 def load_corpus(path: str | None) -> Corpus:
@@ -124,6 +141,11 @@ class TaskScore:
 
 @dataclass
 class SuiteResult:
+    """Per-task scores, and per-category scores: the mean of the category's scored tasks, except
+    in_context_recall, which is the recall probe's score whenever the probe ran (the probe is the
+    suite's measurement of recall; the mixture's ten recall tasks are still listed as tasks).
+    `aggregate` is the quality (`quality`)."""
+
     architecture: str
     seed: int
     fidelity: Fidelity
@@ -131,6 +153,7 @@ class SuiteResult:
     timing: dict[str, float]
     training: dict[str, float | int | str]
     environment: dict[str, str]
+    probe: ProbeResult | None = None
     categories: dict[str, float] = field(init=False)
     aggregate: float = field(init=False)
 
@@ -138,22 +161,26 @@ class SuiteResult:
         self.categories = {c: sum(t.score for t in self.tasks if t.category == c)
                            / max(1, sum(t.category == c for t in self.tasks))
                            for c in CATEGORIES if any(t.category == c for t in self.tasks)}
-        self.aggregate = sum(self.categories.values()) / len(self.categories)
+        if self.probe is not None:
+            self.categories["in_context_recall"] = self.probe.score
+            self.categories = {c: self.categories[c] for c in CATEGORIES if c in self.categories}
+        self.aggregate = quality(self.categories)
 
     def to_dict(self) -> dict:
         return {
             "architecture": self.architecture, "seed": self.seed,
             "fidelity": {"level": self.fidelity.level, "name": self.fidelity.name, "tokens": self.fidelity.tokens,
-                         "batch_tokens": self.fidelity.batch_tokens},
+                         "batch_tokens": self.fidelity.batch_tokens, "trains": self.fidelity.trains},
             "aggregate": self.aggregate, "categories": self.categories,
             "tasks": [{"name": t.name, "category": t.category, "metric": t.metric, "score": t.score,
                        **({"bits_per_byte": t.bits_per_byte} if t.bits_per_byte is not None else {})}
                       for t in self.tasks],
+            "probe": None if self.probe is None else self.probe.to_dict(),
             "timing": self.timing, "training": self.training, "environment": self.environment,
         }
 
 
-Progress = Callable[[int, int, float], None]  # (steps done, total steps, last loss)
+Progress = Callable[[str, int, int, float], None]  # (phase: "probe" or "train", steps done, total steps, last loss)
 
 
 def environment(corpus: Corpus, threads: int, precision: str, device: str) -> dict[str, str]:
@@ -171,9 +198,12 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
              corpus: Corpus | None = None, threads: int | None = None, device: str = "auto",
              precision: str = "auto", tasks: list[str] | None = None, progress: Progress | None = None,
              compile: bool = False, save_weights: str | None = None,
-             train_on: list[str] | None = None) -> SuiteResult:
-    """Train `config` (already at proxy scale, vocabulary 512) on the mixture and score every task
-    (or `tasks`); `train_on` trains on those tasks only; `save_weights` keeps the trained proxy
+             train_on: list[str] | None = None, probe: ProbeResult | bool = True,
+             probe_settings: ProbeSettings | None = None) -> SuiteResult:
+    """Run the recall probe, train `config` (already at proxy scale, vocabulary 512) on the
+    fidelity's tasks (or `train_on`) and score them (or `tasks`).  `probe` is True (run it), False
+    (skip it) or a ProbeResult measured earlier for this genome and seed, reused (a promoted genome:
+    the probe's budget does not depend on the fidelity).  `save_weights` keeps the trained proxy
     (native safetensors, fp32) for `star export --weights`."""
     if config.vocab_size != VOCAB_SIZE:
         raise StarError(f"the suite needs vocab_size {VOCAB_SIZE} (a proxy); got {config.vocab_size}; "
@@ -185,16 +215,27 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     t0 = time.perf_counter()
     corpus = corpus or bundled_corpus()
     suite = build_suite(corpus)
-    selected = [suite.get(name) for name in tasks] if tasks else list(suite.tasks)
+    trained = [suite.get(name) for name in (train_on or fid.train_on or ())] or None
+    scored = [suite.get(name) for name in tasks] if tasks else list(trained or suite.tasks)
     held_out = {t.name: held_out_examples(suite, t) for t in suite.tasks}
     held_keys = {example_key(t, ex) for t in suite.tasks for ex in held_out[t.name]}
-    trained = [suite.get(name) for name in train_on] if train_on else None
     mixture = Mixture(suite, seed, held_keys, trained)
     timing["setup_s"] = time.perf_counter() - t0
 
+    timing["probe_s"] = 0.0
+    if probe is True:
+        def probe_progress(done: int, total: int) -> None:
+            if progress:
+                progress("probe", done, total, float("nan"))
+
+        t0 = time.perf_counter()
+        probe = recall_probe(config, seed, probe_settings, threads=torch.get_num_threads(),
+                             device=str(resolve_device(device)), progress=probe_progress)
+        timing["probe_s"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    trainer = ProxyTrainer(config, TrainSettings(steps=fid.steps, precision=precision), seed=seed, device=device,
-                           compile=compile)
+    trainer = ProxyTrainer(config, TrainSettings(steps=fid.steps, lr=fid.lr, precision=precision), seed=seed,
+                           device=device, compile=compile)
     timing["build_s"] = time.perf_counter() - t0
 
     data_s, train_s, first_step_s, loss = 0.0, 0.0, 0.0, float("nan")
@@ -211,7 +252,7 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
         if not math.isfinite(loss):
             raise StarError(f"training diverged at step {step} (loss {loss})")
         if progress:
-            progress(step + 1, fid.steps, loss)
+            progress("train", step + 1, fid.steps, loss)
     timing.update(data_s=data_s, train_s=train_s, first_step_s=first_step_s)
     if save_weights:
         from pathlib import Path
@@ -225,16 +266,18 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
         os.replace(tmp, target)
 
     t0 = time.perf_counter()
-    scores = [score_task(trainer, suite, task, held_out[task.name]) for task in selected]
+    scores = [score_task(trainer, suite, task, held_out[task.name]) for task in scored]
     timing["eval_s"] = time.perf_counter() - t0
-    timing["total_s"] = sum(timing[k] for k in ("setup_s", "build_s", "data_s", "train_s", "eval_s"))
+    timing["total_s"] = sum(timing[k] for k in ("setup_s", "probe_s", "build_s", "data_s", "train_s", "eval_s"))
     tokens = fid.steps * fid.batch_tokens
-    training = {"steps": fid.steps, "tokens": tokens, "batch_tokens": fid.batch_tokens, "final_loss": loss,
+    training = {"steps": fid.steps, "tokens": tokens, "batch_tokens": fid.batch_tokens, "lr": fid.lr,
+                "final_loss": loss,
                 "tokens_per_s": tokens / max(train_s, 1e-9), "precision": trainer.precision,
                 "rejected_rows": sum(s.rejected for s in mixture.streams.values()), "compiled": trainer.compiled,
                 "trained_on": "all" if trained is None else ",".join(mixture.streams)}
     env = environment(corpus, torch.get_num_threads(), trainer.precision, str(trainer.device))
-    return SuiteResult(config.name, seed, fid, scores, timing, training, env)
+    return SuiteResult(config.name, seed, fid, scores, timing, training, env,
+                       probe if isinstance(probe, ProbeResult) else None)
 
 
 @torch.no_grad()
@@ -278,7 +321,8 @@ def write_parquet(result: SuiteResult, config: ArchConfig, path: str) -> None:
     rows = [{"architecture": result.architecture, "seed": result.seed, "fidelity": result.fidelity.level,
              "task": t["name"], "category": t["category"], "metric": t["metric"], "score": t["score"],
              "bits_per_byte": t.get("bits_per_byte"), "category_score": result.categories[t["category"]],
-             "aggregate": result.aggregate, "trained_on": result.training.get("trained_on", "all")}
+             "aggregate": result.aggregate, "trained_on": result.training.get("trained_on", "all"),
+             "recall_probe": None if result.probe is None else result.probe.score}
             for t in d["tasks"]]
     table = pa.Table.from_pylist(rows)
     meta = {"star.result": json.dumps(d), "star.config": config.to_json()}

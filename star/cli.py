@@ -77,17 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the 50 tasks of the evaluation suite")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("eval", help="train an architecture's proxy on the suite and score all 50 tasks")
+    p = sub.add_parser("eval", help="score an architecture's proxy: the recall probe, then training and scoring "
+                                    "the fidelity's tasks")
     _add_source(p)
     p.add_argument("--fidelity", default="2",
-                   help="training budget: 0 screen (128K tokens), 1 low (256K), 2 default (512K), 3 high (2M), "
-                        "or a token count such as 64K")
+                   help="training budget: real text at 0 screen (96K tokens), 1 low (192K), 2 default (384K), "
+                        "3 high (1.5M) or a token count such as 64K; 4 gpu: the 50-task mixture, 32M tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and training data (default 0)")
     p.add_argument("--corpus", help="your own text for the real-text tasks: a file, a folder, or Parquet with 'text'")
-    p.add_argument("--tasks", help="comma-separated tasks or categories to score (default: all, or those of "
-                                   "--train-on; training is unchanged)")
+    p.add_argument("--tasks", help="comma-separated tasks or categories to score (default: those trained on; "
+                                   "training is unchanged)")
     p.add_argument("--train-on", help="comma-separated tasks or categories to train on alone, e.g. in_context_recall "
-                                      "(default: the whole 50-task mixture)")
+                                      "(default: the fidelity's: real text, or at the gpu fidelity all 50 tasks)")
+    p.add_argument("--probe-steps", type=int, help="steps of the in-context recall probe (default 400, about 40 s; "
+                                                   "0 skips it: no in_context_recall score)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores this process may use)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
@@ -127,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pareto", help="list the non-dominated evaluations of a run")
     p.add_argument("run", help="run folder (written by star search)")
     p.add_argument("--format", default="table", choices=("table", "json", "csv"), help="output format (default table)")
+    p.add_argument("--rung", type=int, help="the front among evaluations at this rung (default: the top rung "
+                                            "reached; scores from different rungs are never compared)")
     return parser
 
 
@@ -165,6 +170,8 @@ def _add_search_parser(sub: Any) -> None:
                    help="suite: train each proxy on the 50 tasks (default); synthetic: a fast formula for "
                         "testing the search machinery (not a quality measure)")
     p.add_argument("--synthetic-cost", type=float, help="synthetic evaluator: seconds each evaluation sleeps")
+    p.add_argument("--probe-steps", type=int, help="suite evaluator: steps of the in-context recall probe (default "
+                                                   "400; 0: none, and quality cannot see recall)")
     p.add_argument("--corpus", help="your own text for the real-text tasks (file, folder, or Parquet)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="proxy training precision (default auto)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where workers train (default auto)")
@@ -415,13 +422,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise StarError(f"--threads must be >= 1, got {args.threads}")
     if args.out and not args.out.endswith(".parquet"):
         raise StarError(f"--out {args.out}: expected a .parquet file name")
+    if args.probe_steps is not None and args.probe_steps < 0:
+        raise StarError(f"--probe-steps must be >= 0, got {args.probe_steps}")
+    from star.evaluators.probe import ProbeSettings
+
+    probe_settings = ProbeSettings(steps=args.probe_steps) if args.probe_steps else None
     corpus = load_corpus(args.corpus)
     config = _resolve_config(args)
     if config.vocab_size != VOCAB_SIZE:
         from star.scaling import to_proxy
 
-        sys.stderr.write(f"star: {config.name} is full size; evaluating its proxy (width 128, vocab {VOCAB_SIZE})\n")
         config = to_proxy(config)
+        sys.stderr.write(f"star: {config.name.removesuffix('-proxy')} is full size; evaluating its proxy "
+                         f"(width {config.hidden_size}, vocab {VOCAB_SIZE})\n")
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -429,16 +442,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
-        job = bar.add_task(f"training {config.name} ({fidelity.name})", total=fidelity.steps, loss=float("nan"))
+        jobs: dict[str, Any] = {}
 
-        def progress(done: int, total: int, loss: float) -> None:
-            bar.update(job, completed=done, loss=loss)
-            if done == total:
-                bar.update(job, description=f"scoring {len(names) if names else 50} tasks")
+        def progress(phase: str, done: int, total: int, loss: float) -> None:
+            if phase not in jobs:
+                what = "recall probe" if phase == "probe" else f"training ({fidelity.name})"
+                jobs[phase] = bar.add_task(f"{config.name}: {what}", total=total, loss=float("nan"))
+            bar.update(jobs[phase], completed=done, loss=loss)
+            if phase == "train" and done == total:
+                bar.update(jobs[phase], description="scoring")
 
         result = evaluate(config, fidelity, seed=args.seed, corpus=corpus, threads=args.threads, device=args.device,
                           precision=args.precision, tasks=names or None, progress=progress, compile=args.compile,
-                          train_on=train_on)
+                          train_on=train_on, probe=args.probe_steps != 0, probe_settings=probe_settings)
     if args.out:
         write_parquet(result, config, args.out)
     if args.json:
@@ -460,7 +476,7 @@ def _print_eval(result: Any) -> None:
     for t in result.tasks:
         tasks.add_row(t.name, t.category, f"{t.score:.3f}", "" if t.bits_per_byte is None else f"{t.bits_per_byte:.3f}")
     console.print(tasks)
-    cats = Table(title="per category (aggregate = mean of category means)")
+    cats = Table(title="per category (aggregate: weighted mean, recall and real text count double)")
     cats.add_column("category")
     cats.add_column("score", justify="right")
     for name, score in result.categories.items():
@@ -470,8 +486,11 @@ def _print_eval(result: Any) -> None:
     t = result.timing
     console.print(f"{result.training['tokens']:,} training tokens at {result.training['tokens_per_s']:,.0f} tokens/s "
                   f"({result.training['precision']}); wall {t['total_s']:.1f} s = setup {t['setup_s']:.1f} + "
-                  f"build {t['build_s']:.1f} + data {t['data_s']:.1f} + train {t['train_s']:.1f} "
-                  f"+ scoring {t['eval_s']:.1f}")
+                  f"recall probe {t['probe_s']:.1f} + build {t['build_s']:.1f} + data {t['data_s']:.1f} + "
+                  f"train {t['train_s']:.1f} + scoring {t['eval_s']:.1f}")
+    if result.probe is not None:
+        runs = ", ".join(f"lr {r['learning_rate']:g}: {r['score']:.3f}" for r in result.probe.runs)
+        console.print(f"in_context_recall is the recall probe's score: the best of {runs}")
     if result.training.get("trained_on", "all") != "all":
         console.print(f"trained on these tasks only: {result.training['trained_on']}")
 
@@ -481,7 +500,8 @@ def _print_eval(result: Any) -> None:
 SEARCH_DEFAULTS = {"space": "lfm2", "budget": 64, "objectives": "quality,decode_ms,cache_bytes", "seed": 0,
                    "selection": "nsga2", "population": 32, "fidelities": "0,2", "eta": 3,
                    "device_profile": "ryzen-hx370", "prompt": 1024, "context": 4096, "evaluator": "suite",
-                   "synthetic_cost": 0.0, "precision": "auto", "device": "auto", "eval_timeout": 1800.0}
+                   "synthetic_cost": 0.0, "precision": "auto", "device": "auto", "eval_timeout": 1800.0,
+                   "probe_steps": None}
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -539,7 +559,7 @@ def _settings_from_args(args: argparse.Namespace) -> Any:
 
         user_corpus(args.corpus)  # fail now, in the driver, not in every worker
     evaluator = EvaluatorSpec(kind=opts["evaluator"], corpus=args.corpus, precision=opts["precision"],
-                              device=opts["device"], cost_s=opts["synthetic_cost"])
+                              device=opts["device"], cost_s=opts["synthetic_cost"], probe_steps=opts["probe_steps"])
     return SearchSettings(
         space=opts["space"], objectives=[o.strip() for o in opts["objectives"].split(",") if o.strip()],
         budget=opts["budget"], seed=opts["seed"], constraints=constraints, population=opts["population"],
@@ -556,6 +576,7 @@ SETTING_OF_FLAG = {"space": "space", "objectives": "objectives", "seed": "seed",
                    "device_profile": "device_profile", "prompt": "prompt", "context": "context",
                    "evaluator": "evaluator.kind", "synthetic_cost": "evaluator.cost_s", "corpus": "evaluator.corpus",
                    "precision": "evaluator.precision", "device": "evaluator.device", "eval_timeout": "eval_timeout_s",
+                   "probe_steps": "evaluator.probe_steps",
                    "inject_faults": "inject_faults", "storage": "storage", "keep_weights": "keep_weights"}
 
 
@@ -615,9 +636,10 @@ def _run_with_progress(search: Any, quiet: bool) -> None:
     if quiet:
         _print_json(_front_records(search.store, report.front))
         return
-    _print_front(search.store, report.front, f"Pareto set of {report.folder} ({len(report.front)} of "
-                                             f"{report.evaluations} evaluations, {report.failures} failed, "
-                                             f"hypervolume {report.hypervolume:.4f})")
+    rung = report.front[0]["rung"] if report.front else 0
+    _print_front(search.store, report.front, f"Pareto set of {report.folder} at rung {rung} ({len(report.front)} "
+                                             f"genomes; {report.evaluations} evaluations, {report.failures} failed; "
+                                             f"first-rung hypervolume {report.hypervolume:.4f})")
     print(f"results: {report.folder}/evaluations.parquet\nreport:  {page}  (open it in a browser)\n"
           f"more:    star pareto {report.folder}; star dashboard {report.folder}; "
           f"star export {report.folder} --rank 1 --format hf -o winner")
@@ -629,7 +651,8 @@ def _front_records(store: Any, front: list[dict[str, Any]]) -> list[dict[str, An
     for row in front:
         record = {"genome_id": row["genome_id"], "layer_types": row["layer_types"].split(","),
                   **{name: row[name] for name in objectives},
-                  "genome": [int(g) for g in row["genome"].split(",")], "fidelity": row["fidelity"],
+                  "genome": [int(g) for g in row["genome"].split(",")], "rung": row["rung"],
+                  "fidelity": row["fidelity"],
                   "origin": row["origin"], "params": row["params"], "eval_index": row["eval_index"]}
         records.append(record)
     return records
@@ -660,7 +683,11 @@ def cmd_pareto(args: argparse.Namespace) -> None:
     store = RunStore.open(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet")
-    front = front_rows(store)
+    if args.rung is not None and not any(r["status"] == "ok" and r["rung"] == args.rung for r in store.rows):
+        rungs = sorted({r["rung"] for r in store.rows if r["status"] == "ok"})
+        raise StarError(f"--rung {args.rung}: {args.run} has no successful evaluation at that rung "
+                        f"(rungs with evaluations: {', '.join(map(str, rungs)) or 'none'})")
+    front = front_rows(store, args.rung)
     records = _front_records(store, front)
     if args.format == "json":
         _print_json(records)
@@ -672,7 +699,10 @@ def cmd_pareto(args: argparse.Namespace) -> None:
         for record in records:
             writer.writerow({k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in record.items()})
     else:
-        _print_front(store, front, f"Pareto set of {args.run} ({len(front)} of {len(store.rows)} evaluations)")
+        rung = front[0]["rung"] if front else args.rung
+        _print_front(store, front, f"Pareto set of {args.run} at rung {rung} ({len(front)} of "
+                                   f"{sum(r['rung'] == rung for r in store.rows)} evaluations at that rung, "
+                                   f"{len(store.rows)} in all)")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:

@@ -7,15 +7,18 @@ list of finished evaluations is a pure function of that list: resuming a crashed
 would be.
 
 Proposals, in order of priority:
-1. promotions (asynchronous successive halving): a genome in the top 1/eta of its rung, ranked as
-   below, is re-evaluated at the next fidelity;
+1. promotions (asynchronous successive halving): a seeded preset, always (so that every preset is
+   scored at the top rung, where the final front is made), and a genome in the top 1/eta of its
+   rung, ranked as below, are re-evaluated at the next fidelity;
 2. the seeded presets, then random genomes until `population` distinct genomes have been proposed;
 3. children: two tournament-selected parents, block-wise crossover (probability `crossover`), point
    mutations, repair, and rejection of duplicates (by genome id) and of children over the
    constraints (screening: nothing over budget is ever trained).
 
-Selection (`population` survivors, updated after every evaluation, each genome at its highest
-fidelity):
+Selection (`population` survivors, updated after every evaluation at the first rung): genomes are
+compared at the one fidelity every genome has, the first rung, never a lower-rung score against a
+higher-rung one (a promoted genome's later scores come from more training, not a better genome);
+higher rungs serve the promotions and the final front (`star.search.front_rows`).
 - "nsga2" (STAR): constrained domination (feasible first, infeasible by total excess), then
   non-dominated rank, then crowding distance;
 - "hvi" (LFM2's technical report): candidates over the budgets are discarded, the rest ranked by
@@ -131,8 +134,9 @@ class Evolution:
         genome = tuple(int(g) for g in str(row["genome"]).split(","))
         candidate = Candidate(gid, genome, rung, self.normaliser.point(row), float(row["violation"]))
         self.rungs[rung].append(candidate)
-        if not self.archive.add(candidate):
+        if rung != 0:
             return
+        self.archive.add(candidate)
         pool = [c for c in self.population if c.genome_id != gid] + [candidate]
         order = rank_order(pool, self.settings.selection)
         self.population = [pool[i] for i in order[:self.settings.population]]
@@ -140,11 +144,17 @@ class Evolution:
     # ---- what the driver reads -------------------------------------------------------------------
 
     def hypervolume(self) -> float:
+        """Of the first rung's feasible front (the rung every genome has)."""
         return hypervolume([c.point for c in self.archive.front], self.normaliser.reference)
 
     # ---- proposals -------------------------------------------------------------------------------
 
     def _promotion(self, job: int) -> Proposal | None:
+        seeds = {genome_id(self.space.name, genome) for _, genome in self.settings.seeds}
+        for rung in range(self.settings.rungs - 2, -1, -1):
+            for c in self.rungs[rung]:
+                if c.genome_id in seeds and c.genome_id not in self.tried[rung + 1]:
+                    return Proposal(job, c.genome, c.genome_id, rung + 1, "promotion")
         for rung in range(self.settings.rungs - 2, -1, -1):
             members = [c for c in self.rungs[rung] if c.violation == 0]
             quota = len(members) // self.settings.eta
@@ -214,21 +224,18 @@ def final_front(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 
 class Archive:
-    """Each genome's highest-fidelity successful evaluation, and the feasible Pareto front of those,
-    kept up to date one evaluation at a time."""
+    """The feasible Pareto front of one rung's evaluations, kept up to date one evaluation at a time
+    (the callers feed it the first rung only: points from different rungs are not comparable)."""
 
     def __init__(self) -> None:
         self.best: dict[str, Candidate] = {}
         self.front: list[Candidate] = []
 
-    def add(self, candidate: Candidate) -> bool:
-        """Take an evaluation; False (and no change) if its genome already has a higher-fidelity one."""
+    def add(self, candidate: Candidate) -> None:
+        """Take an evaluation (one of a genome already seen replaces it)."""
         previous = self.best.get(candidate.genome_id)
-        if previous is not None and previous.rung > candidate.rung:
-            return False
         self.best[candidate.genome_id] = candidate
         if previous is not None and any(c.genome_id == previous.genome_id for c in self.front):
             self.front = final_front(list(self.best.values()))  # a front member changed: recompute
         elif candidate.violation == 0 and not any(dominates(c.point, candidate.point) for c in self.front):
             self.front = [c for c in self.front if not dominates(candidate.point, c.point)] + [candidate]
-        return True

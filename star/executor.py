@@ -76,6 +76,7 @@ class EvaluatorSpec:
     precision: str = "auto"
     device: str = "auto"
     cost_s: float = 0.0  # synthetic only: seconds to sleep, emulating training
+    probe_steps: int | None = None  # suite only: steps of the recall probe (None: its default; 0: no probe)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class EvalJob:
     evaluator: EvaluatorSpec
     faults: FaultPlan = field(default_factory=FaultPlan)
     weights_path: str | None = None  # where to keep the trained proxy (suite evaluator only)
+    probe: tuple[float, float] | None = None  # (score, learning rate) of this genome's recall probe, if measured
 
 
 @dataclass
@@ -144,15 +146,22 @@ def _evaluate(config: Any, job: EvalJob) -> tuple[dict[str, Any], dict[str, Any]
         from star.evaluators.synthetic import evaluate_synthetic
 
         return evaluate_synthetic(config, get_fidelity(job.fidelity).tokens, job.seed, spec.cost_s), environment
+    from star.evaluators.probe import ProbeResult, ProbeSettings
     from star.evaluators.suite import evaluate, load_corpus
     from star.scaling import to_proxy
 
+    # The probe's budget is the same at every fidelity: a promoted genome reuses its earlier score.
+    probe: ProbeResult | bool = spec.probe_steps != 0 if job.probe is None else ProbeResult(*job.probe, [], 0.0)
     result = evaluate(to_proxy(config), job.fidelity, seed=job.seed, corpus=load_corpus(spec.corpus),
                       threads=job.threads, device=spec.device, precision=spec.precision,
-                      save_weights=job.weights_path)
+                      save_weights=job.weights_path, probe=probe,
+                      probe_settings=None if spec.probe_steps is None else ProbeSettings(steps=spec.probe_steps))
     metrics: dict[str, Any] = {"quality": float(result.aggregate),
                                "train_tokens_per_s": float(result.training["tokens_per_s"]),
-                               "final_loss": float(result.training["final_loss"])}
+                               "final_loss": float(result.training["final_loss"]),
+                               "probe_s": float(result.timing["probe_s"])}
+    if result.probe is not None:
+        metrics.update(recall_probe=float(result.probe.score), recall_probe_lr=float(result.probe.learning_rate))
     metrics.update({f"category.{name}": float(score) for name, score in result.categories.items()})
     metrics.update({f"task.{t.name}": float(t.score) for t in result.tasks})
     environment.update(torch_version=result.environment["torch"], python_version=result.environment["python"],

@@ -1,8 +1,9 @@
 """Named reference architectures: the published LFM2 and Qwen3 shapes, and proxy-scale versions.
 
 The LFM2 numbers are those of the official transformers configs (LiquidAI/LFM2-*); the Qwen3 ones are
-the Transformer++ baselines (all GQA, QK-norm, SwiGLU).  Proxies keep the layouts at width 128 and a
-512-token vocabulary so the suite can train them in seconds.
+the Transformer++ baselines (all GQA, QK-norm, SwiGLU).  The reference proxies keep the layouts at
+width 64, LFM2-1.2B's proxy width (`star.scaling`), with a 512-token vocabulary so the suite can
+train them in seconds.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, SwiGLUFFN, lfm2_ffn_hidden
 from star.errors import StarError
+from star.scaling import PROXY_HEAD_DIM
 
 LFM2_ATTENTION_BLOCKS = (2, 5, 8, 10, 12, 14)
 
@@ -43,13 +45,13 @@ def _qwen3(name: str, hidden: int, intermediate: int) -> ArchConfig:
                   norm_eps=1e-6, max_positions=40960)
 
 
-PROXY = {"hidden": 128, "heads": 4, "kv_heads": 2, "ffn_hidden": 512, "vocab": 512}
+PROXY = {"hidden": 64, "heads": 4, "kv_heads": 2, "ffn_hidden": 256, "vocab": 512}
 
 
 def _proxy(name: str, layout: list[str]) -> ArchConfig:
     p = PROXY
     return hybrid(name, p["hidden"], p["heads"], p["kv_heads"], p["ffn_hidden"], p["vocab"], layout,
-                  max_positions=4096)
+                  max_positions=4096, head_dim=PROXY_HEAD_DIM)
 
 
 PRESETS: dict[str, tuple[str, Callable[[], ArchConfig]]] = {
@@ -66,7 +68,7 @@ PRESETS: dict[str, tuple[str, Callable[[], ArchConfig]]] = {
     "qwen3-16": ("Qwen3-1.7B shape in LFM2's depth: 16 GQA blocks, width 2048, 8 KV heads, SwiGLU 6144 "
                  "(the lfm2 space's Transformer++ baseline)",
                  lambda: hybrid("qwen3-16", 2048, 32, 8, 6144, 65536, ["attention"] * 16, head_dim=64)),
-    "lfm2-proxy": ("LFM2 layout at proxy scale (width 128, vocab 512)",
+    "lfm2-proxy": ("LFM2 layout at proxy scale (width 64, vocab 512)",
                    lambda: _proxy("lfm2-proxy", lfm2_layout())),
     "attention-proxy": ("16 GQA blocks at proxy scale: the Transformer++ proxy",
                         lambda: _proxy("attention-proxy", ["attention"] * 16)),

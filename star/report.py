@@ -7,7 +7,10 @@ plotly.js bundle alone is about 4.8 MB.
 Plots: the Pareto front for every pair of objectives (and in 3-D for the first three), hypervolume
 after each evaluation, a layout map of the front (one row per member, one cell per block, coloured by
 operator, FFN width in the cell), and per-category suite scores of the front.  The presets the search
-was seeded with are marked on every plot.  Hovering a point shows its genome id and its numbers.
+was seeded with are marked on every plot.  Hovering a point shows its genome id, its rung and its
+numbers.  The front is made at the top rung only; genomes that stopped at a lower rung are drawn as
+their own series, labelled with their rung, and never count for or against the front: their quality
+comes from less training.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def _scale(name: str) -> tuple[float, str]:
 
 
 def hypervolume_trace(rows: list[dict[str, Any]], normaliser: Normaliser) -> list[float]:
-    """Hypervolume of the feasible front of each genome's best evaluation, after every evaluation."""
+    """Hypervolume of the first rung's feasible front (the rung every genome has: scores from
+    different rungs are not compared), after every evaluation."""
     archive, trace, current = Archive(), [], 0.0
     for row in rows:
-        if row["status"] == "ok" and archive.add(Candidate(row["genome_id"], (), row["rung"], normaliser.point(row),
-                                                           float(row["violation"]))):
+        if row["status"] == "ok" and row["rung"] == 0:
+            archive.add(Candidate(row["genome_id"], (), 0, normaliser.point(row), float(row["violation"])))
             current = hypervolume([c.point for c in archive.front], normaliser.reference)
         trace.append(current)
     return trace
@@ -61,9 +65,13 @@ def _plotly_bundle() -> str:
 
 
 def _hover(objectives: list[str]) -> str:
-    lines = ["<b>%{customdata[0]}</b>", "%{customdata[1]}"]
-    lines += [f"{name}: %{{customdata[{i + 2}]}}" for i, name in enumerate(objectives)]
+    lines = ["<b>%{customdata[0]}</b>", "%{customdata[1]}", "%{customdata[2]}"]
+    lines += [f"{name}: %{{customdata[{i + 3}]}}" for i, name in enumerate(objectives)]
     return "<br>".join(lines) + "<extra>%{fullData.name}</extra>"
+
+
+def _rung_label(row: dict[str, Any]) -> str:
+    return f"rung {row['rung']}" + (f" ({row['fidelity']})" if row.get("fidelity") else "")
 
 
 def _layout_string(row: dict[str, Any]) -> str:
@@ -71,7 +79,8 @@ def _layout_string(row: dict[str, Any]) -> str:
 
 
 def _custom(rows: list[dict[str, Any]], objectives: list[str]) -> list[list[str]]:
-    return [[r["genome_id"], _layout_string(r), *(format_value(o, r[o]) for o in objectives)] for r in rows]
+    return [[r["genome_id"], _layout_string(r), _rung_label(r), *(format_value(o, r[o]) for o in objectives)]
+            for r in rows]
 
 
 class Report:
@@ -82,13 +91,14 @@ class Report:
         self.settings = store.manifest["settings"]
         self.objectives: list[str] = list(self.settings["objectives"])
         self.normaliser = Normaliser.from_dict(store.manifest["normaliser"])
-        from star.search import best_per_genome, front_rows
+        from star.search import best_per_genome, front_rows, top_rung
 
         self.evaluated = best_per_genome(store.rows)
-
-        self.front = front_rows(store)
+        self.top = top_rung(store.rows)
+        self.front = front_rows(store, self.top)
         front_ids = {r["genome_id"] for r in self.front}
-        self.others = [r for r in self.evaluated if r["genome_id"] not in front_ids]
+        self.others = [r for r in self.evaluated if r["genome_id"] not in front_ids and r["rung"] == self.top]
+        self.lower = [r for r in self.evaluated if r["rung"] < self.top]  # stopped below the front's rung
         # A seeded preset may have been promoted since: find it by genome, show its best evaluation.
         self.seed_names = {r["genome_id"]: str(r["origin"]).removeprefix("seed:") for r in store.rows
                            if str(r["origin"]).startswith("seed:")}
@@ -102,8 +112,10 @@ class Report:
             figures["front-3d"] = self._scatter3d(*self.objectives[:3])
         figures["hypervolume"] = self._hypervolume()
         figures["layout-map"] = self._layout_map()
-        categories = [c for c, _ in self.store.columns if c.startswith("category.")]
-        if categories and any(r.get(categories[0]) is not None for r in self.front):
+        shown = self.front[:12] + self.seeds
+        categories = [c for c, _ in self.store.columns
+                      if c.startswith("category.") and any(r.get(c) is not None for r in shown)]
+        if categories:  # the categories the fidelity measured
             figures["categories"] = self._categories(categories)
         return figures
 
@@ -117,17 +129,24 @@ class Report:
     def _traces(self, names: list[str], kind: str) -> list[dict[str, Any]]:
         hover = _hover(self.objectives)
         sizes = (4, 8, 14) if kind == "scatter" else (2, 4, 8)
+        top = _rung_label(self.front[0]) if self.front else f"rung {self.top}"
         traces = [
-            {"type": kind, "mode": "markers", "name": "evaluated", **self._points(self.others, names),
+            {"type": kind, "mode": "markers", "name": f"evaluated at {top}", **self._points(self.others, names),
              "customdata": _custom(self.others, self.objectives), "hovertemplate": hover,
-             "marker": {"color": OTHER_COLOUR, "size": sizes[0], "opacity": 0.6}},
-            {"type": kind, "mode": "markers", "name": "Pareto set", **self._points(self.front, names),
+             "marker": {"color": OTHER_COLOUR, "size": sizes[0], "opacity": 0.7}},
+            {"type": kind, "mode": "markers", "name": f"Pareto set at {top}", **self._points(self.front, names),
              "customdata": _custom(self.front, self.objectives), "hovertemplate": hover,
              "marker": {"color": FRONT_COLOUR, "size": sizes[1], "line": {"width": 1, "color": "#333"}}},
         ]
+        for rung in sorted({r["rung"] for r in self.lower}):
+            rows = [r for r in self.lower if r["rung"] == rung]
+            traces.append({"type": kind, "mode": "markers", "name": f"{_rung_label(rows[0])}: not compared",
+                           **self._points(rows, names), "customdata": _custom(rows, self.objectives),
+                           "hovertemplate": hover, "marker": {"color": OTHER_COLOUR, "size": sizes[0], "opacity": 0.35,
+                                                              "symbol": "circle-open"}})
         for row in self.seeds:
             name = self.seed_names[row["genome_id"]]
-            traces.append({"type": kind, "mode": "markers+text", "name": f"seed: {name}",
+            traces.append({"type": kind, "mode": "markers+text", "name": f"seed: {name} ({_rung_label(row)})",
                            **self._points([row], names), "text": [name], "textposition": "top center",
                            "customdata": _custom([row], self.objectives), "hovertemplate": hover,
                            "marker": {"color": SEED_COLOUR, "size": sizes[2],
@@ -151,7 +170,7 @@ class Report:
         return {"data": [{"type": "scatter", "mode": "lines+markers", "name": "hypervolume",
                           "x": list(range(1, len(trace) + 1)), "y": trace, "marker": {"size": 3},
                           "hovertemplate": "evaluation %{x}<br>hypervolume %{y:.4f}<extra></extra>"}],
-                "layout": {"title": {"text": "hypervolume of the front after each evaluation"},
+                "layout": {"title": {"text": "hypervolume of the first rung's front after each evaluation"},
                            "xaxis": {"title": {"text": "evaluations"}},
                            "yaxis": {"title": {"text": "hypervolume (normalised, reference 1.1)"}},
                            "height": 360, "margin": {"t": 40}}}
@@ -186,7 +205,8 @@ class Report:
         names = [c.removeprefix("category.") for c in categories]
         data = []
         for row in rows:
-            label = f"seed: {self.seed_names[row['genome_id']]}" if row in self.seeds else row["genome_id"]
+            label = (f"seed: {self.seed_names[row['genome_id']]} ({_rung_label(row)})" if row in self.seeds
+                     else row["genome_id"])
             data.append({"type": "bar", "name": label, "x": names, "y": [row[c] for c in categories],
                          "hovertemplate": f"{label}<br>%{{x}}: %{{y:.3f}}<extra></extra>"})
         return {"data": data, "layout": {"title": {"text": "suite scores per category (Pareto set and seeds)"},
@@ -211,7 +231,9 @@ def render(store: RunStore) -> str:
     facts = [("run", str(store.path)), ("space", settings["space"]), ("objectives", ", ".join(report.objectives)),
              ("constraints", ", ".join(f"{k} <= {v:g}" for k, v in settings["constraints"].items()) or "none"),
              ("evaluations", f"{len(store.rows)} of {settings['budget']} ({failed} failed)"),
-             ("Pareto set", f"{len(report.front)} genomes"), ("hypervolume", f"{hv[-1]:.4f}" if hv else "-"),
+             ("Pareto set", f"{len(report.front)} genomes, at rung {report.top} (the top rung reached; genomes "
+                            f"that stopped below it are not compared with it)"),
+             ("hypervolume (first rung)", f"{hv[-1]:.4f}" if hv else "-"),
              ("seeded presets", ", ".join(settings["seed_presets"]) or "none"), ("seed", str(settings["seed"])),
              ("selection / fidelities", f"{settings['selection']} / {', '.join(settings['fidelities'])}"),
              ("star / created", f"{store.manifest['versions'].get('star', '')} / {store.manifest['created']}")]

@@ -87,6 +87,9 @@ class SearchSettings:
             raise StarError(f"--fidelities must increase, got {','.join(self.fidelities)}")
         if self.evaluator["kind"] not in ("suite", "synthetic"):
             raise StarError(f"--evaluator must be suite or synthetic, got {self.evaluator['kind']!r}")
+        probe_steps = self.evaluator.get("probe_steps")
+        if probe_steps is not None and probe_steps < 0:
+            raise StarError(f"--probe-steps must be >= 0, got {probe_steps}")
         if self.eval_timeout_s <= 0:
             raise StarError(f"--eval-timeout must be > 0, got {self.eval_timeout_s}")
         if self.prompt < 1 or self.context < 1:
@@ -151,8 +154,10 @@ class Search:
                                 rungs=len(self.settings.fidelities) if self.settings.trains else 1,
                                 eta=self.settings.eta, seeds=seeds)
         self.evolution = Evolution(self.space, evo, self.normaliser, screen=self._excess)
+        self._probes: dict[str, tuple[float, float]] = {}  # genome id → its recall probe (score, learning rate)
         for row in store.rows:  # replay: the state after these evaluations, exactly as when they finished
             self.evolution.tell(row)
+            self._remember_probe(row)
         self.mirror = open_study(store)
         self.mirror_storage = self.mirror.storage_url
         self._versions = versions()
@@ -204,6 +209,11 @@ class Search:
         """Relative to the run folder: one file per genome and fidelity."""
         return f"weights/{proposal.genome_id}-{self.settings.fidelities[proposal.rung]}.safetensors"
 
+    def _remember_probe(self, row: dict[str, Any]) -> None:
+        """The probe's budget is the same at every rung: a promoted genome reuses its first score."""
+        if row["status"] == "ok" and row.get("recall_probe") is not None:
+            self._probes.setdefault(str(row["genome_id"]), (float(row["recall_probe"]), float(row["recall_probe_lr"])))
+
     def _job(self, proposal: Proposal) -> EvalJob:
         weights = str((self.store.path / self._weights_file(proposal)).resolve()) if self.settings.keep_weights \
             else None
@@ -211,7 +221,7 @@ class Search:
                        genome_id=proposal.genome_id, fidelity=self.settings.fidelities[proposal.rung],
                        seed=self.settings.seed, threads=self.threads,
                        evaluator=EvaluatorSpec(**self.settings.evaluator), faults=self.fault_plan,
-                       weights_path=weights)
+                       weights_path=weights, probe=self._probes.get(proposal.genome_id))
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -262,6 +272,7 @@ class Search:
                 row = self._row(proposals.pop(outcome.job.job), outcome)
                 self.store.append([row])
                 self.evolution.tell(row)
+                self._remember_probe(row)
                 if time.monotonic() - last_sync > 2.0:
                     self.mirror.sync(self.store.rows)
                     last_sync = time.monotonic()
@@ -283,9 +294,10 @@ def open_study(store: RunStore) -> OptunaMirror:
     settings = store.manifest["settings"]
     space = get_space(settings["space"])
     objectives = parse_objectives(",".join(settings["objectives"]))
+    trains = any(o.needs_training for o in objectives)
     mirror = OptunaMirror(settings["storage"] or default_storage(store.path), settings["study_name"],
                           [o.name for o in objectives], [o.direction for o in objectives], space.gene_names(),
-                          space.gene_sizes())
+                          space.gene_sizes(), top_rung=len(settings["fidelities"]) - 1 if trains else 0)
     mirror.sync(store.rows)
     return mirror
 
@@ -324,13 +336,26 @@ def create_run(folder: str | Path, settings: SearchSettings) -> RunStore:
     return RunStore.create(folder, manifest)
 
 
-def front_rows(store: RunStore) -> list[dict[str, Any]]:
-    """The run's Pareto set: each genome at its highest fidelity, feasible, non-dominated; best first by
-    the first objective."""
+def top_rung(rows: list[dict[str, Any]]) -> int:
+    """The highest rung with a successful evaluation (0 for a run without any)."""
+    return max((int(r["rung"]) for r in rows if r["status"] == "ok"), default=0)
+
+
+def rung_rows(rows: list[dict[str, Any]], rung: int) -> list[dict[str, Any]]:
+    """The successful evaluations at one rung (one per genome), in the order they finished."""
+    return [r for r in rows if r["status"] == "ok" and int(r["rung"]) == rung]
+
+
+def front_rows(store: RunStore, rung: int | None = None) -> list[dict[str, Any]]:
+    """The run's Pareto set at one rung (by default the highest any genome reached): the feasible,
+    non-dominated evaluations among those made at that fidelity.  Scores from different rungs are
+    never compared: a lower rung's quality comes from less training, not from a worse genome, so a
+    genome that was never promoted is not on the top rung's front (nor under it).  Best first by the
+    first objective."""
     from star.evolution import Candidate
 
     normaliser = Normaliser.from_dict(store.manifest["normaliser"])
-    rows = best_per_genome(store.rows)
+    rows = rung_rows(store.rows, top_rung(store.rows) if rung is None else rung)
     candidates = [Candidate(r["genome_id"], (), r["rung"], normaliser.point(r), float(r["violation"])) for r in rows]
     keep = {c.genome_id for c in final_front(candidates)}
     front = [r for r in rows if r["genome_id"] in keep]

@@ -37,7 +37,7 @@ BASE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 METRIC_COLUMNS = ("quality", "params", "non_embedding_params", "cache_bytes", "ttft_ms", "prefill_tok_s", "decode_ms",
                   "decode_ms_p95", "peak_memory", "prefill_flops", "decode_flops", "train_tokens_per_s",
-                  "final_loss", "true_quality")
+                  "final_loss", "true_quality", "recall_probe", "recall_probe_lr", "probe_s")
 TRAILING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seed", "int64"), ("wall_s", "float64"), ("worker", "string"), ("finished_at", "string"),
     ("star_version", "string"), ("python_version", "string"), ("torch_version", "string"),
@@ -177,16 +177,20 @@ class OptunaMirror:
 
     Trials carry the genome as integer parameters (one per gene), the objectives as values in the
     run's order and directions, and the rest (genome id, fidelity, layout, status) as user attributes.
+    An evaluation below the search's top rung is a PRUNED trial (Optuna's word for a configuration
+    stopped at a lower budget) with its objectives as user attributes, so that Optuna's Pareto front,
+    like `star pareto`'s, never weighs a lower-rung score against a top-rung one.
     """
 
     def __init__(self, storage: str, study_name: str, objectives: Sequence[str], directions: Sequence[str],
-                 gene_names: Sequence[str], gene_sizes: Sequence[int]) -> None:
+                 gene_names: Sequence[str], gene_sizes: Sequence[int], top_rung: int = 0) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
         self.storage_url = storage
         self.objectives = list(objectives)
+        self.top_rung = top_rung
         self.distributions = {name: optuna.distributions.IntDistribution(0, size - 1)
                               for name, size in zip(gene_names, gene_sizes, strict=True)}
         try:
@@ -210,8 +214,14 @@ class OptunaMirror:
         params = dict(zip(self.distributions, genes, strict=True))
         attrs = {key: row[key] for key in ("eval_index", "genome_id", "origin", "rung", "fidelity", "status",
                                            "reason", "feasible", "violations", "layer_types")}
-        ok = row["status"] == "ok"
-        state = self._optuna.trial.TrialState.COMPLETE if ok else self._optuna.trial.TrialState.FAIL
-        values = [float(row[name]) for name in self.objectives] if ok else None
+        states = self._optuna.trial.TrialState
+        values = None
+        if row["status"] != "ok":
+            state = states.FAIL
+        elif int(row["rung"]) < self.top_rung:
+            state = states.PRUNED
+            attrs.update({name: float(row[name]) for name in self.objectives})
+        else:
+            state, values = states.COMPLETE, [float(row[name]) for name in self.objectives]
         return self._optuna.trial.create_trial(state=state, params=params, distributions=self.distributions,
                                                values=values, user_attrs=attrs)

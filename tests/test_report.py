@@ -23,11 +23,12 @@ from star.store import RunStore
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    """A small real search: proxies trained on the suite (16K tokens), weights kept, LFM2-1.2B seeded."""
+    """A small real search: proxies trained on real text (8K tokens, then 16K for the promoted), a short
+    recall probe, weights kept, LFM2-1.2B seeded (so promoted: every seed reaches the top rung)."""
     out = tmp_path_factory.mktemp("report") / "run"
-    result = star("search", "--space", "lfm2", "--objectives", "quality,decode_ms,cache_bytes", "--fidelities", "16K",
-                  "--budget", "3", "--population", "3", "--seed-preset", "lfm2-1.2b", "--keep-weights",
-                  "--device", "cpu", "--out", str(out), "--json")
+    result = star("search", "--space", "lfm2", "--objectives", "quality,decode_ms,cache_bytes", "--fidelities",
+                  "8K,16K", "--budget", "3", "--population", "3", "--seed-preset", "lfm2-1.2b", "--keep-weights",
+                  "--probe-steps", "16", "--device", "cpu", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -42,9 +43,14 @@ def _chromium() -> str | None:
 def test_real_run_rows_carry_suite_scores_and_weights(real_run):
     rows = RunStore.open(real_run).rows
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
-    assert rows[0]["origin"] == "seed:lfm2-1.2b"
+    assert [(r["origin"], r["rung"]) for r in rows] == [("seed:lfm2-1.2b", 0), ("promotion", 1), ("random", 0)]
+    seed, promoted = rows[0], rows[1]
+    assert promoted["genome_id"] == seed["genome_id"] and promoted["fidelity_tokens"] == 2 * seed["fidelity_tokens"]
+    # The probe's budget does not depend on the rung: the promoted evaluation reuses the seed's probe.
+    assert seed["probe_s"] > 0 and promoted["probe_s"] == 0 and promoted["recall_probe"] == seed["recall_probe"]
     for row in rows:
-        assert 0 <= row["quality"] <= 1 and row["category.real_text"] is not None and row["task.mqar-8"] is not None
+        assert 0 <= row["quality"] <= 1 and row["category.real_text"] is not None and row["task.text-code"] is not None
+        assert row["category.in_context_recall"] == row["recall_probe"] and row["task.mqar-8"] is None
         assert (real_run / row["weights_file"]).is_file()
         # where it ran, as the worker saw it: what an exact repeat needs
         assert row["precision"] in ("bf16", "fp32") and row["threads"] >= 1
@@ -89,17 +95,19 @@ def test_report_renders_every_plot_with_points_and_preset_markers_in_a_browser(r
             "hypervolume", "layout-map", "categories"} <= ids
     for plot in plots:
         assert plot["points"] > 0, plot
+        seed_names = [n for n in plot["names"] if n.startswith("seed: lfm2-1.2b")]
         if plot["id"].startswith("front-") and plot["id"] != "front-3d":
             assert plot["svgPoints"] == plot["points"], plot  # every point drawn
-            assert "seed: lfm2-1.2b" in plot["names"]
+            assert seed_names == ["seed: lfm2-1.2b (rung 1 (16K))"], plot["names"]  # at the rung it reached
+            assert "Pareto set at rung 1 (16K)" in plot["names"] and "rung 0 (8K): not compared" in plot["names"]
         if plot["id"] == "front-3d":
-            assert plot["canvases"] > 0 and plot["hasScene"] and "seed: lfm2-1.2b" in plot["names"]
+            assert plot["canvases"] > 0 and plot["hasScene"] and seed_names
         if plot["id"] == "hypervolume":
             assert plot["svgPoints"] == 3
         if plot["id"] == "layout-map":
             assert plot["heatmapImages"] == 1 and any(label.startswith("seed: lfm2-1.2b") for label in plot["labels"])
         if plot["id"] == "categories":
-            assert plot["bars"] > 0 and "seed: lfm2-1.2b" in plot["names"]
+            assert plot["bars"] > 0 and seed_names
     rows = RunStore.open(real_run).rows
     assert hover[0] in {r["genome_id"] for r in rows} and hover[1].count("A") + hover[1].count("C") == 16
 
@@ -156,7 +164,8 @@ def test_export_of_the_top_genome_loads_in_transformers_and_its_trained_weights_
 
     result = star("export", str(real_run), "--rank", "1", "--format", "hf", "--weights", "-o", str(tmp_path / "w"))
     assert result.returncode == 0, result.stderr
-    row = next(r for r in RunStore.open(real_run).rows if r["genome_id"] == top["genome_id"])
+    row = next(r for r in RunStore.open(real_run).rows
+               if r["genome_id"] == top["genome_id"] and r["rung"] == top["rung"])
     proxy = to_proxy(ArchConfig.from_json(row["config_json"]))
     ours = build_model(proxy, weights_from=real_run / row["weights_file"])
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "w").eval()

@@ -15,10 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 from cli_helpers import assert_bad_input, star
 
+from star.evolution import Evolution, EvolutionSettings
 from star.executor import FaultPlan
+from star.genome import genome_id
 from star.objectives import Normaliser
 from star.pareto import dominates
-from star.search import Search, SearchSettings, create_run, front_rows
+from star.report import Report
+from star.search import Search, SearchSettings, create_run, front_rows, open_study
+from star.search_spaces import get_space
 from star.store import TIMING_COLUMNS, RunStore
 
 
@@ -41,14 +45,13 @@ def synthetic(**extra) -> dict:
 
 
 def assert_front_is_the_non_dominated_set(store: RunStore, front: list[dict]) -> None:
-    """Brute force: each genome at its highest rung; a front member is feasible and nothing beats it."""
+    """Brute force, at the top rung reached: a front member is feasible and nothing at its rung beats it;
+    nothing from a lower rung is on the front."""
     normaliser = Normaliser.from_dict(store.manifest["normaliser"])
-    best = {}
-    for row in store.rows:
-        if row["status"] == "ok" and row["rung"] >= best.get(row["genome_id"], {"rung": -1})["rung"]:
-            best[row["genome_id"]] = row
-    feasible = [r for r in best.values() if r["feasible"]]
+    top = max(r["rung"] for r in store.rows if r["status"] == "ok")
+    feasible = [r for r in store.rows if r["status"] == "ok" and r["rung"] == top and r["feasible"]]
     ids = {r["genome_id"] for r in front}
+    assert all(r["rung"] == top for r in front)
     for row in feasible:
         beaten = any(dominates(normaliser.point(o), normaliser.point(row)) for o in feasible)
         assert (row["genome_id"] in ids) == (not beaten), row["genome_id"]
@@ -133,6 +136,56 @@ def test_ray_search_with_one_worker_is_deterministic_and_promotes(tmp_path, ray_
     assert all(r["status"] == "ok" and 0 <= r["quality"] <= 1 and r["worker"] != "driver" for r in a.rows)
     assert all(r["threads"] >= 1 and "logical CPUs" in r["machine"] and r["precision"] is None for r in a.rows)
     assert_front_is_the_non_dominated_set(a, front_rows(a))
+
+
+def test_seeded_presets_always_reach_the_top_rung_and_selection_compares_the_first_rung(tmp_path, ray_local):
+    store = run_search(tmp_path / "run", **synthetic(budget=30, seed_presets=["lfm2-350m", "qwen3-16"]))
+    for name in ("lfm2-350m", "qwen3-16"):
+        genome_id = next(r["genome_id"] for r in store.rows if r["origin"] == f"seed:{name}")
+        assert sorted(r["rung"] for r in store.rows if r["genome_id"] == genome_id) == [0, 1], name
+    normaliser = Normaliser.from_dict(store.manifest["normaliser"])
+    evolution = Evolution(get_space("lfm2"), EvolutionSettings(seed=0, population=8, rungs=2), normaliser)
+    for row in store.rows:
+        evolution.tell(row)
+    assert {c.rung for c in evolution.population} == {0}  # promoted scores never enter selection
+    assert {c.genome_id for c in evolution.archive.front} <= {r["genome_id"] for r in store.rows if r["rung"] == 0}
+
+
+def test_the_front_never_weighs_a_lower_rung_score_against_a_higher_one(tmp_path):
+    """A genome that stopped at the first rung with numbers that would dominate every promoted genome
+    is neither on the top rung's front nor displaces it, in star pareto, the report and Optuna."""
+    settings = SearchSettings(space="lfm2", objectives=["quality", "cache_bytes"], budget=4, fidelities=["0", "2"],
+                              evaluator=synthetic()["evaluator"])
+    store = create_run(tmp_path / "run", settings)
+    space = get_space("lfm2")
+    rng = random.Random(0)
+    genomes = [space.sample(rng) for _ in range(3)]
+
+    def row(index: int, genome: tuple, rung: int, quality: float, cache: float) -> dict:
+        config = space.decode(genome)
+        return {"eval_index": index, "job": index, "genome_id": genome_id("lfm2", genome), "space": "lfm2",
+                "genome": ",".join(map(str, genome)), "origin": "random", "parents": "",
+                "layer_types": ",".join(config.layer_types), "config_json": config.to_json(), "rung": rung,
+                "fidelity": settings.fidelities[rung], "fidelity_tokens": 0, "status": "ok", "reason": "",
+                "attempts": 1, "feasible": True, "violation": 0.0, "violations": "", "quality": quality,
+                "cache_bytes": cache, "params": 1.0, "seed": 0}
+
+    store.append([row(0, genomes[0], 0, 0.50, 2e6), row(1, genomes[1], 0, 0.40, 3e6),
+                  row(2, genomes[1], 1, 0.60, 3e6), row(3, genomes[2], 0, 0.90, 1e6)])  # genomes[2] stopped at 0
+    store = RunStore.open(store.path)
+    promoted = genome_id("lfm2", genomes[1])
+    assert [r["genome_id"] for r in front_rows(store)] == [promoted]
+    assert {r["genome_id"] for r in front_rows(store, rung=0)} == {genome_id("lfm2", genomes[2])}
+    listed = json.loads(star("pareto", str(store.path), "--format", "json").stdout)
+    assert [(r["genome_id"], r["rung"]) for r in listed] == [(promoted, 1)]
+    assert_bad_input(star("pareto", str(store.path), "--rung", "5"), "no successful evaluation at that rung")
+    report = Report(store)
+    assert [r["genome_id"] for r in report.front] == [promoted]
+    traces = {t["name"]: t for t in report.figures()["front-quality-cache_bytes"]["data"]}
+    assert traces["Pareto set at rung 1 (2)"]["customdata"][0][0] == promoted
+    assert len(traces["rung 0 (0): not compared"]["customdata"]) == 2  # genomes[0] and genomes[2], apart
+    best = open_study(store).study.best_trials  # Optuna: lower-rung evaluations are pruned trials
+    assert [t.user_attrs["genome_id"] for t in best] == [promoted]
 
 
 def test_rigged_genomes_fail_with_the_right_reason_and_the_search_finishes(tmp_path, ray_local):

@@ -28,7 +28,7 @@ from star.export import hf_family
 from star.genome import Genome, SearchSpace, genome_id
 from star.model import StarLM
 from star.presets import get_preset
-from star.scaling import to_proxy
+from star.scaling import PROXY_FACTOR, to_proxy
 
 # `from star import ...` keeps ruff's isort seeing first-party code (search_spaces/ is not under star/).
 get_space, list_spaces = search_spaces.get_space, search_spaces.list_spaces
@@ -193,7 +193,7 @@ def test_the_16_block_qwen3_baseline_is_an_all_attention_lfm2_genome():
 
 @pytest.mark.parametrize("name", SPACES)
 def test_proxy_presets_are_refused_for_their_width(name):
-    with pytest.raises(StarError, match="hidden_size 128 is not one of"):
+    with pytest.raises(StarError, match="hidden_size 64 is not one of"):
         get_space(name).encode(get_preset("lfm2-proxy"))
 
 
@@ -419,22 +419,37 @@ def test_bad_user_space_specs_say_why(tmp_path, spec, needle):
 
 def test_lfm2_350m_proxy():
     proxy = to_proxy(get_preset("lfm2-350m"))
-    assert (proxy.hidden_size, proxy.vocab_size, proxy.max_position_embeddings) == (128, 512, 4096)
+    assert (proxy.hidden_size, proxy.vocab_size, proxy.max_position_embeddings) == (32, 512, 4096)
     assert proxy.name == "lfm2-350m-proxy"
-    assert proxy.blocks[2] == BlockConfig(AttentionMixer(num_heads=4, num_kv_heads=2, head_dim=32, qk_norm=True),
-                                          SwiGLUFFN(hidden=576))
-    assert proxy.blocks[0] == BlockConfig(ShortConvMixer(kernel=3), SwiGLUFFN(hidden=576))
+    assert proxy.blocks[2] == BlockConfig(AttentionMixer(num_heads=2, num_kv_heads=1, head_dim=16, qk_norm=True),
+                                          SwiGLUFFN(hidden=144))
+    assert proxy.blocks[0] == BlockConfig(ShortConvMixer(kernel=3), SwiGLUFFN(hidden=144))
     assert proxy.layer_types == get_preset("lfm2-350m").layer_types
+
+
+def test_proxies_keep_the_genomes_scale():
+    """One fixed factor: LFM2's 350M, 700M and 1.2B get proxies of widths 32, 48 and 64 whose sizes
+    grow as the real models' do; the star space's narrowest width still builds."""
+    family = [get_preset(name) for name in ("lfm2-350m", "lfm2-700m", "lfm2-1.2b")]
+    proxies = [to_proxy(config) for config in family]
+    assert [p.hidden_size for p in proxies] == [c.hidden_size // PROXY_FACTOR for c in family] == [32, 48, 64]
+    assert proxies[0].params() < proxies[1].params() < proxies[2].params()
+    assert all(p.layer_types == c.layer_types and len(p.blocks) == 16 for p, c in zip(proxies, family, strict=True))
+    space = get_space("star")
+    narrow = space.decode(space.repair(star_genome((1, 0, 1, 0, 0), width=0)))  # width 512
+    assert to_proxy(narrow).hidden_size == 16
+    with torch.no_grad():
+        assert torch.isfinite(StarLM(to_proxy(narrow))(torch.randint(0, 512, (1, 8)))).all()
 
 
 @pytest.mark.parametrize(
     ("preset", "heads", "kv_heads", "ffn"),
-    [("lfm2-700m", 4, 1, 576), ("lfm2-1.2b", 4, 1, 512), ("qwen3-0.6b", 8, 4, 384), ("qwen3-1.7b", 4, 2, 384)],
+    [("lfm2-700m", 3, 1, 224), ("lfm2-1.2b", 4, 1, 256), ("qwen3-0.6b", 4, 2, 96), ("qwen3-1.7b", 4, 2, 192)],
 )
 def test_proxy_keeps_the_attention_share_of_the_width(preset, heads, kv_heads, ffn):
     attention = [b for b in to_proxy(get_preset(preset)).blocks if b.mixer.kind == "attention"]
     assert {(b.mixer.num_heads, b.mixer.num_kv_heads, b.mixer.head_dim, b.ffn.hidden) for b in attention} == {
-        (heads, kv_heads, 32, ffn)}
+        (heads, kv_heads, 16, ffn)}
 
 
 def test_proxy_rounds_half_heads_up_and_keeps_kv_dividing():
@@ -442,7 +457,7 @@ def test_proxy_rounds_half_heads_up_and_keeps_kv_dividing():
         BlockConfig(AttentionMixer(num_heads=10, num_kv_heads=5, head_dim=64)),  # 2.5 heads at width 128
         BlockConfig(RecurrenceMixer(num_heads=2, head_dim=32)),                   # 0.25 heads → at least 1
     ))
-    proxy = to_proxy(config)
+    proxy = to_proxy(config, hidden=128, head_dim=32)
     assert proxy.blocks[0].mixer == AttentionMixer(num_heads=3, num_kv_heads=1, head_dim=32)
     assert proxy.blocks[1].mixer == RecurrenceMixer(num_heads=1, head_dim=32)
 
@@ -457,7 +472,7 @@ def test_proxy_of_a_star_genome_keeps_kernels_windows_and_sharing():
         (2, 2, 0, 1, 0),  # shares block 3's weights
         width=1,          # 768: 12 heads
     )))
-    proxy = to_proxy(config, hidden=128)
+    proxy = to_proxy(config, hidden=128, head_dim=32)
     blocks = proxy.blocks
     assert blocks[0] == BlockConfig(AttentionMixer(num_heads=4, num_kv_heads=1, head_dim=32, window=512), MLPFFN(512))
     assert blocks[1].ffn == SwiGLUFFN(608)  # 3584 · 128/768 = 597.3 → 608

@@ -12,7 +12,7 @@ from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, S
 from star.errors import StarError
 from star.evaluators import suite as S
 from star.evaluators.corpus import bundled_corpus, user_corpus
-from star.evaluators.fidelity import FIDELITIES
+from star.evaluators.fidelity import FIDELITIES, TEXT_BATCH_TOKENS, TEXT_TASKS
 from star.evaluators.tasks import build_suite, select_tasks
 from star.evaluators.trainer import IGNORE, ProxyTrainer, TrainSettings
 
@@ -108,15 +108,24 @@ def test_trainer_is_deterministic_and_learns(suite):
 
 def test_fidelity_names_levels_and_budgets():
     assert S.get_fidelity("2") is S.get_fidelity("default")
-    assert S.get_fidelity("64K").tokens == 65536 and S.get_fidelity("64K").steps == 65536 // S.TOKENS_PER_BATCH
+    custom = S.get_fidelity("64K")  # a custom budget trains real text, as the CPU levels do
+    assert custom.tokens == 65536 and custom.steps == 65536 // TEXT_BATCH_TOKENS and custom.train_on == TEXT_TASKS
     assert [f.tokens for f in FIDELITIES] == sorted(f.tokens for f in FIDELITIES)
-    gpu = S.get_fidelity("gpu")  # bigger batches, not just more of them
-    assert gpu.level == 4 and gpu.batch_tokens == 4 * S.TOKENS_PER_BATCH and gpu.steps == gpu.tokens // gpu.batch_tokens
+    assert all(f.train_on == TEXT_TASKS and f.batch_tokens == TEXT_BATCH_TOKENS for f in FIDELITIES[:4])
+    gpu = S.get_fidelity("gpu")  # the whole mixture, in bigger batches
+    assert gpu.level == 4 and gpu.train_on is None and gpu.batch_tokens == 4 * S.TOKENS_PER_BATCH
+    assert gpu.steps == gpu.tokens // gpu.batch_tokens
     inputs, targets = S.Mixture(build_suite(bundled_corpus()), seed=0, held_out=set()).next_batch(gpu.batch_tokens)
     assert inputs.numel() == gpu.batch_tokens and inputs.shape == targets.shape
-    for bad in ("7", "fast", "1K", "-3M"):
+    for bad in ("7", "fast", "0K", "-3M", "9" * 5000 + "K"):
         with pytest.raises(StarError):
             S.get_fidelity(bad)
+
+
+def test_quality_is_the_weighted_mean_of_the_measured_categories():
+    assert S.quality({"in_context_recall": 1.0, "real_text": 0.5}) == pytest.approx(0.75)
+    everything = dict.fromkeys(S.CATEGORIES, 0.0) | {"in_context_recall": 1.0, "real_text": 1.0}
+    assert S.quality(everything) == pytest.approx(4 / 10)  # recall and real text count double
 
 
 @pytest.mark.slow
@@ -124,29 +133,36 @@ def test_star_eval_json_and_parquet_on_a_tiny_architecture(tmp_path):
     config = tmp_path / "tiny.json"
     config.write_text(TINY.to_json())
     out = tmp_path / "scores.parquet"
-    args = ("eval", "--config", str(config), "--fidelity", "16K", "--seed", "3", "--threads", "2")
+    args = ("eval", "--config", str(config), "--fidelity", "16K", "--seed", "3", "--threads", "2", "--probe-steps", "8")
     result = star(*args, "--json", "--out", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {"aggregate", "categories", "tasks"} <= set(data)
-    assert len(data["tasks"]) == 50 and all({"name", "category", "score"} <= set(t) for t in data["tasks"])
-    assert all(0.0 <= t["score"] <= 1.0 for t in data["tasks"])
-    means = [sum(t["score"] for t in data["tasks"] if t["category"] == c)
-             / sum(t["category"] == c for t in data["tasks"]) for c in data["categories"]]
-    assert data["aggregate"] == pytest.approx(sum(means) / len(means))
-    assert data["training"]["steps"] == 4 and data["environment"]["torch"] == torch.__version__
+    # A CPU fidelity trains and scores real text; the recall probe gives in_context_recall.
+    assert [t["name"] for t in data["tasks"]] == list(TEXT_TASKS)
+    assert data["training"]["trained_on"] == "text-prose,text-code"
+    assert all(0.0 <= t["score"] <= 1.0 and t["bits_per_byte"] > 0 for t in data["tasks"])
+    probe = data["probe"]
+    assert [r["learning_rate"] for r in probe["runs"]] == [1e-3, 2e-3] and probe["score"] == max(
+        r["score"] for r in probe["runs"])
+    text = sum(t["score"] for t in data["tasks"]) / 2
+    assert data["categories"] == {"in_context_recall": probe["score"], "real_text": pytest.approx(text)}
+    assert data["aggregate"] == pytest.approx((2 * probe["score"] + 2 * text) / 4)
+    assert data["training"]["steps"] == 16 and data["environment"]["torch"] == torch.__version__
     table = pq.read_table(out)
-    assert table.num_rows == 50 and set(table.column("task").to_pylist()) == {t["name"] for t in data["tasks"]}
+    assert table.num_rows == 2 and set(table.column("task").to_pylist()) == set(TEXT_TASKS)
+    assert table.column("recall_probe").to_pylist() == [probe["score"]] * 2
     assert json.loads(table.schema.metadata[b"star.result"])["aggregate"] == data["aggregate"]
-    again = json.loads(star(*args, "--json").stdout)  # same seed: same scores
-    assert [t["score"] for t in again["tasks"]] == [t["score"] for t in data["tasks"]]
+    again = json.loads(star(*args, "--json").stdout)  # same seed: same scores, probe included
+    assert [t["score"] for t in again["tasks"]] == [t["score"] for t in data["tasks"]] and again["probe"] == {
+        **probe, "wall_s": again["probe"]["wall_s"]}
     human = star(*args)
     assert human.returncode == 0 and "aggregate" in human.stdout and "real_text" in human.stdout
+    assert "recall probe" in human.stdout
     alone = json.loads(star(*args[:3], "--fidelity", "8K", "--threads", "2", "--train-on", "in_context_recall",
-                            "--json").stdout)
+                            "--probe-steps", "0", "--json").stdout)
     recall = select_tasks("in_context_recall")
     assert [t["name"] for t in alone["tasks"]] == recall and list(alone["categories"]) == ["in_context_recall"]
-    assert alone["training"]["trained_on"] == ",".join(recall) and data["training"]["trained_on"] == "all"
+    assert alone["training"]["trained_on"] == ",".join(recall) and alone["probe"] is None
 
 
 @pytest.mark.parametrize(("extra", "needles"), [
@@ -156,6 +172,7 @@ def test_star_eval_json_and_parquet_on_a_tiny_architecture(tmp_path):
     (("--train-on", "in_context_recal"), ("unknown task or category", "in_context_recal")),
     (("--train-on", "text-prose-late", "--fidelity", "4K"), ("nothing to train on", "scored only")),
     (("--out", "scores.csv"), (".parquet",)),
+    (("--probe-steps", "-1"), ("--probe-steps",)),
 ])
 def test_star_eval_bad_input_is_one_line_exit_2(extra, needles):
     assert_bad_input(star("eval", "--preset", "lfm2-proxy", *extra), *needles)
