@@ -591,6 +591,7 @@ def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from star.presets import get_preset
+    from star.scaling import to_proxy
 
     from .latency import peak_memory_bytes
     from .predictor import Profile
@@ -606,7 +607,7 @@ def calibrate(path: str, quick: bool = False) -> dict[str, Any]:
     cold_scale = cold_scales(profile_, processes=1 if quick else 3)
     runtime = []
     for name in ("lfm2-proxy", "attention-proxy"):
-        config = get_preset(name)
+        config = to_proxy(get_preset(name), **LATENCY_PROXY)  # the calibration shape, as before
         measured = measure_peak_memory(config, CALIBRATION_CONTEXT)
         runtime.append(measured - peak_memory_bytes(config, CALIBRATION_CONTEXT, profile_.weight_bytes))
     table = pq.read_table(path)
