@@ -677,13 +677,13 @@ def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
 
 def cmd_pareto(args: argparse.Namespace) -> None:
     from star.errors import StarError
-    from star.search import front_rows
+    from star.search import front_rows, rung_rows
     from star.store import RunStore
 
     store = RunStore.open(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet")
-    if args.rung is not None and not any(r["status"] == "ok" and r["rung"] == args.rung for r in store.rows):
+    if args.rung is not None and not rung_rows(store.rows, args.rung):
         rungs = sorted({r["rung"] for r in store.rows if r["status"] == "ok"})
         raise StarError(f"--rung {args.rung}: {args.run} has no successful evaluation at that rung "
                         f"(rungs with evaluations: {', '.join(map(str, rungs)) or 'none'})")

@@ -104,6 +104,11 @@ class SearchSettings:
     def trains(self) -> bool:
         return "quality" in self.objectives
 
+    @property
+    def rungs(self) -> int:
+        """Fidelity rungs: one per --fidelities when proxies train, else one (static objectives)."""
+        return len(self.fidelities) if self.trains else 1
+
 
 @dataclass
 class SearchReport:
@@ -151,7 +156,7 @@ class Search:
         seeds = [(name, _preset_genome(self.space, name)) for name in self.settings.seed_presets]
         evo = EvolutionSettings(seed=self.settings.seed, population=self.settings.population,
                                 selection=self.settings.selection,
-                                rungs=len(self.settings.fidelities) if self.settings.trains else 1,
+                                rungs=self.settings.rungs,
                                 eta=self.settings.eta, seeds=seeds)
         self.evolution = Evolution(self.space, evo, self.normaliser, screen=self._excess)
         self._probes: dict[str, tuple[float, float]] = {}  # genome id → its recall probe (score, learning rate)
@@ -291,13 +296,12 @@ def open_study(store: RunStore) -> OptunaMirror:
     """The run's Optuna study, brought up to date with evaluations.parquet."""
     from star.search_spaces import get_space
 
-    settings = store.manifest["settings"]
-    space = get_space(settings["space"])
-    objectives = parse_objectives(",".join(settings["objectives"]))
-    trains = any(o.needs_training for o in objectives)
-    mirror = OptunaMirror(settings["storage"] or default_storage(store.path), settings["study_name"],
+    settings = SearchSettings(**store.manifest["settings"])
+    space = get_space(settings.space)
+    objectives = parse_objectives(",".join(settings.objectives))
+    mirror = OptunaMirror(settings.storage or default_storage(store.path), settings.study_name,
                           [o.name for o in objectives], [o.direction for o in objectives], space.gene_names(),
-                          space.gene_sizes(), top_rung=len(settings["fidelities"]) - 1 if trains else 0)
+                          space.gene_sizes(), top_rung=settings.rungs - 1)
     mirror.sync(store.rows)
     return mirror
 
