@@ -156,7 +156,7 @@ def summarise(rows: list[dict], names: list[str], fidelities: list[str], recall_
     for name in ("lfm2-proxy", "conv-proxy", "attention-proxy"):
         probes = [by[(name, s, fidelities[0])]["probe"] for s in range(recall_seeds) if (name, s, fidelities[0]) in by]
         print(f"  {name:16s} " + ", ".join(
-            f"{p['score']:.3f} ({max(r.get('accuracy', r['score']) for r in p['runs']):.3f})" for p in probes))
+            f"{p['score']:.3f} ({max(r.get('accuracy') or 0.0 for r in p['runs']):.3f})" for p in probes))
 
     common = [n for n in names if all(quality(n, s, default) is not None for s in seeds[:2])]
     if len(seeds) >= 2:

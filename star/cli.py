@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "training is unchanged)")
     p.add_argument("--train-on", help="comma-separated tasks or categories to train on alone, e.g. in_context_recall "
                                       "(default: the fidelity's: real text, or at the gpu fidelity all 50 tasks)")
-    p.add_argument("--probe-steps", type=int, help="steps of the in-context recall probe (default 400, about 40 s; "
-                                                   "0 skips it: no in_context_recall score)")
+    p.add_argument("--probe-steps", type=int, help="most steps of the in-context recall probe, which stops once recall is "
+                                                   "learned (default 800: 20-80 s; 0 skips it: no in_context_recall score)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores this process may use)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
@@ -170,8 +170,8 @@ def _add_search_parser(sub: Any) -> None:
                    help="suite: train each proxy on the 50 tasks (default); synthetic: a fast formula for "
                         "testing the search machinery (not a quality measure)")
     p.add_argument("--synthetic-cost", type=float, help="synthetic evaluator: seconds each evaluation sleeps")
-    p.add_argument("--probe-steps", type=int, help="suite evaluator: steps of the in-context recall probe (default "
-                                                   "400; 0: none, and quality cannot see recall)")
+    p.add_argument("--probe-steps", type=int, help="suite evaluator: most steps of the in-context recall probe "
+                                                   "(default 800; 0: none, and quality cannot see recall)")
     p.add_argument("--corpus", help="your own text for the real-text tasks (file, folder, or Parquet)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="proxy training precision (default auto)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where workers train (default auto)")
@@ -489,7 +489,10 @@ def _print_eval(result: Any) -> None:
                   f"recall probe {t['probe_s']:.1f} + build {t['build_s']:.1f} + data {t['data_s']:.1f} + "
                   f"train {t['train_s']:.1f} + scoring {t['eval_s']:.1f}")
     if result.probe is not None:
-        runs = ", ".join(f"lr {r['learning_rate']:g}: {r['score']:.3f}" for r in result.probe.runs)
+        runs = ", ".join(f"lr {r['learning_rate']:g}: " + ("stopped before its first scoring" if r["score"] is None else
+                                                         f"{r['score']:.3f} after {r['steps']} steps" +
+                                                         (" (learned)" if r["learned"] else ""))
+                         for r in result.probe.runs)
         console.print(f"in_context_recall is the recall probe's score: the best of {runs}")
     if result.training.get("trained_on", "all") != "all":
         console.print(f"trained on these tasks only: {result.training['trained_on']}")
