@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "training is unchanged)")
     p.add_argument("--train-on", help="comma-separated tasks or categories to train on alone, e.g. in_context_recall "
                                       "(default: the fidelity's: real text, or at the gpu fidelity all 50 tasks)")
-    p.add_argument("--probe-steps", type=int, help="most steps of the in-context recall probe, which stops once recall is "
-                                                   "learned (default 800: 20-80 s; 0 skips it: no in_context_recall score)")
+    p.add_argument("--probe-steps", type=int, help="most steps of the in-context recall probe, which stops once "
+                                                   "recall is learned (default 800: 20-80 s; 0 skips it: no "
+                                                   "in_context_recall score)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores this process may use)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
