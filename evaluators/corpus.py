@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from star.errors import StarError
+from star.validate import check_regular_file, read_regular_file
 
 CODE_MODULES = (
     "argparse.py", "textwrap.py", "fractions.py", "difflib.py", "heapq.py", "bisect.py", "calendar.py",
@@ -25,6 +26,9 @@ CODE_MODULES = (
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
 HELD_OUT_PERCENT = 12
 MIN_DOCUMENT_BYTES = 300
+# The most text a corpus may hold: the largest fidelity trains on 32 M tokens (bytes), so more is never
+# read; the limit keeps a wrong path (a disk image, /dev/zero) from filling memory before an error.
+MAX_CORPUS_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,15 @@ def user_corpus(path: str) -> Corpus:
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
         if not files:
             raise StarError(f"corpus {path}: the folder has no {'/'.join(TEXT_SUFFIXES)} files")
-        documents = {str(f.relative_to(p)): f.read_bytes() for f in files}
+        documents, total = {}, 0
+        for f in files:
+            documents[str(f.relative_to(p))] = read_regular_file(f, "corpus file", MAX_CORPUS_BYTES - total)
+            total += len(documents[str(f.relative_to(p))])
     elif p.suffix.lower() == ".parquet":
+        check_regular_file(p, "corpus", MAX_CORPUS_BYTES)
         documents = _parquet_documents(p)
     else:
-        documents = _chunks(p.name, p.read_bytes())
+        documents = _chunks(p.name, read_regular_file(p, "corpus", MAX_CORPUS_BYTES))
     if sum(len(d) for d in documents.values()) < MIN_DOCUMENT_BYTES:
         raise StarError(f"corpus {path}: empty or too short (needs at least {MIN_DOCUMENT_BYTES} bytes of text)")
     source = _split(f"user:{p.name}", documents)

@@ -30,6 +30,7 @@ import torch
 from star.arch import ArchConfig
 from star.errors import StarError
 from star.machine import cpu_name
+from star.validate import check_memory
 
 from .corpus import Corpus, bundled_corpus, user_corpus
 from .fidelity import DEFAULT_FIDELITY, TOKENS_PER_BATCH, Fidelity, get_fidelity
@@ -209,6 +210,8 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
         raise StarError(f"the suite needs vocab_size {VOCAB_SIZE} (a proxy); got {config.vocab_size}; "
                         "use star.scaling.to_proxy")
     fid = fidelity if isinstance(fidelity, Fidelity) else get_fidelity(fidelity)
+    # fp32 weights, gradients and AdamW's two moments; refused before anything is allocated
+    check_memory(16 * config.params(), f"training the proxy of {config.name}")
     if threads:
         torch.set_num_threads(threads)
     timing: dict[str, float] = {}

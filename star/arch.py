@@ -24,6 +24,19 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from star.errors import StarError
+from star.validate import parse_json
+from star.validate import show as _show
+
+# Upper limits on sizes, far above any model this project targets (LFM2-1.2B: width 2048, vocab 65,536,
+# 16 blocks, 32 heads of 64) but low enough that accounting stays exact in float64 and a typo such as
+# an extra zero is refused before anything is allocated.
+MAX_WIDTH = 65_536
+MAX_VOCAB = 2**21
+MAX_BLOCKS = 1_024
+MAX_HEADS = 1_024
+MAX_HEAD_DIM = 4_096
+MAX_FFN = 2**20
+MAX_POSITIONS = 2**24
 
 # --------------------------------------------------------------------------------------------------
 # Token mixers
@@ -85,12 +98,13 @@ class AttentionMixer:
     window: int = 0
 
     def validate(self, hidden: int) -> None:
-        _check(self.num_heads >= 1, f"attention num_heads must be >= 1, got {self.num_heads}")
-        _check(self.head_dim >= 2 and self.head_dim % 2 == 0,
-               f"attention head_dim must be even and >= 2 (RoPE), got {self.head_dim}")
+        _check(1 <= self.num_heads <= MAX_HEADS, f"attention num_heads must be in 1..{MAX_HEADS}, got {self.num_heads}")
+        _check(2 <= self.head_dim <= MAX_HEAD_DIM and self.head_dim % 2 == 0,
+               f"attention head_dim must be even and in 2..{MAX_HEAD_DIM} (RoPE), got {self.head_dim}")
         _check(self.num_kv_heads >= 1 and self.num_heads % self.num_kv_heads == 0,
                f"attention num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
-        _check(self.window >= 0, f"attention window must be >= 0 (0 = full), got {self.window}")
+        _check(0 <= self.window <= MAX_POSITIONS,
+               f"attention window must be in 0..{MAX_POSITIONS} (0 = full), got {self.window}")
 
     def params(self, hidden: int, owns_kv: bool = True) -> int:
         q_and_out = 2 * hidden * self.num_heads * self.head_dim
@@ -122,8 +136,9 @@ class RecurrenceMixer:
     head_dim: int = 32
 
     def validate(self, hidden: int) -> None:
-        _check(self.num_heads >= 1 and self.head_dim >= 1,
-               f"recurrence needs num_heads >= 1 and head_dim >= 1, got {self.num_heads}, {self.head_dim}")
+        _check(1 <= self.num_heads <= MAX_HEADS and 1 <= self.head_dim <= MAX_HEAD_DIM,
+               f"recurrence needs num_heads in 1..{MAX_HEADS} and head_dim in 1..{MAX_HEAD_DIM}, "
+               f"got {self.num_heads}, {self.head_dim}")
 
     def params(self, hidden: int, owns_kv: bool = True) -> int:
         inner = self.num_heads * self.head_dim
@@ -177,7 +192,7 @@ class SwiGLUFFN:
     hidden: int = 512
 
     def validate(self, width: int) -> None:
-        _check(self.hidden >= 1, f"swiglu hidden must be >= 1, got {self.hidden}")
+        _check(1 <= self.hidden <= MAX_FFN, f"swiglu hidden must be in 1..{MAX_FFN}, got {self.hidden}")
 
     def params(self, width: int) -> int:
         return 3 * width * self.hidden
@@ -194,7 +209,7 @@ class MLPFFN:
     hidden: int = 512
 
     def validate(self, width: int) -> None:
-        _check(self.hidden >= 1, f"mlp hidden must be >= 1, got {self.hidden}")
+        _check(1 <= self.hidden <= MAX_FFN, f"mlp hidden must be in 1..{MAX_FFN}, got {self.hidden}")
 
     def params(self, width: int) -> int:
         return 2 * width * self.hidden
@@ -282,13 +297,20 @@ class ArchConfig:
 
     def validate(self) -> ArchConfig:
         """Raise StarError naming the first problem; return self so calls can chain."""
-        _check(isinstance(self.hidden_size, int) and self.hidden_size >= 1,
-               f"hidden_size must be a positive integer, got {self.hidden_size!r}")
-        _check(isinstance(self.vocab_size, int) and self.vocab_size >= 2,
-               f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
+        _check(isinstance(self.hidden_size, int) and 1 <= self.hidden_size <= MAX_WIDTH,
+               f"hidden_size must be an integer in 1..{MAX_WIDTH}, got {_show(self.hidden_size)}")
+        _check(isinstance(self.vocab_size, int) and 2 <= self.vocab_size <= MAX_VOCAB,
+               f"vocab_size must be an integer in 2..{MAX_VOCAB}, got {_show(self.vocab_size)}")
         _check(len(self.blocks) >= 1, "an architecture needs at least one block")
-        _check(self.norm_eps > 0, f"norm_eps must be > 0, got {self.norm_eps}")
-        _check(self.rope_theta > 0, f"rope_theta must be > 0, got {self.rope_theta}")
+        _check(len(self.blocks) <= MAX_BLOCKS,
+               f"an architecture has at most {MAX_BLOCKS} blocks, got {len(self.blocks)}")
+        _check(isinstance(self.max_position_embeddings, int) and 1 <= self.max_position_embeddings <= MAX_POSITIONS,
+               f"max_position_embeddings must be in 1..{MAX_POSITIONS}, got {_show(self.max_position_embeddings)}")
+        _check(math.isfinite(self.norm_eps) and 0 < self.norm_eps < 1,
+               f"norm_eps must be in (0, 1), got {self.norm_eps}")
+        _check(math.isfinite(self.rope_theta) and 0 < self.rope_theta <= 1e12,
+               f"rope_theta must be in (0, 1e12], got {self.rope_theta}")
+        _check(isinstance(self.name, str) and len(self.name) <= 200, "name must be a string of at most 200 characters")
         for i, block in enumerate(self.blocks):
             where = f"block {i}"
             _check(isinstance(block.mixer, tuple(MIXERS.values())), f"{where}: unknown mixer {block.mixer!r}")
@@ -405,7 +427,7 @@ class ArchConfig:
             hidden_size=_int(data["hidden_size"], "config.hidden_size"),
             vocab_size=_int(data["vocab_size"], "config.vocab_size"),
             blocks=tuple(BlockConfig.from_dict(b, f"blocks[{i}]") for i, b in enumerate(blocks)),
-            name=str(data.get("name", "custom")),
+            name=_name(data.get("name", "custom")),
             norm_eps=_float(data.get("norm_eps", 1e-5), "config.norm_eps"),
             rope_theta=_float(data.get("rope_theta", 1_000_000.0), "config.rope_theta"),
             tie_embeddings=_bool(data.get("tie_embeddings", True), "config.tie_embeddings"),
@@ -417,10 +439,10 @@ class ArchConfig:
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> ArchConfig:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise StarError(f"{source} is not valid JSON: {err.msg} at line {err.lineno}") from None
-        return cls.from_dict(data)
+            return cls.from_dict(parse_json(text, source))
+        except StarError as err:
+            message = str(err)
+            raise StarError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,7 +475,8 @@ def _no_unknown_keys(data: dict, allowed: set[str], where: str) -> None:
 def _typed_from_dict(data: Any, registry: dict[str, type], where: str) -> Any:
     _check(isinstance(data, dict), f"{where}: expected an object with a 'kind'")
     kind = data.get("kind")
-    _check(kind in registry, f"{where}: unknown kind {kind!r} (known: {', '.join(registry)})")
+    _check(isinstance(kind, str) and kind in registry,
+           f"{where}: unknown kind {_show(kind)} (known: {', '.join(registry)})")
     cls = registry[kind]
     names = {f.name: f for f in fields(cls)}
     _no_unknown_keys(data, set(names) | {"kind"}, where)
@@ -469,7 +492,13 @@ def _typed_from_dict(data: Any, registry: dict[str, type], where: str) -> Any:
 
 
 def _int(value: Any, where: str) -> int:
-    _check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
+    _check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {_show(value)}")
+    return value
+
+
+def _name(value: Any) -> str:
+    _check(isinstance(value, str) and len(value) <= 200, f"config.name must be a string of at most 200 characters, "
+                                                         f"got {_show(value)}")
     return value
 
 
@@ -478,10 +507,14 @@ def _optional_int(value: Any, where: str) -> int | None:
 
 
 def _float(value: Any, where: str) -> float:
-    _check(isinstance(value, int | float) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
-    return float(value)
+    _check(isinstance(value, int | float) and not isinstance(value, bool),
+           f"{where} must be a number, got {_show(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise StarError(f"{where} is too large: {_show(value)}") from None
 
 
 def _bool(value: Any, where: str) -> bool:
-    _check(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+    _check(isinstance(value, bool), f"{where} must be true or false, got {_show(value)}")
     return value

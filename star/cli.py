@@ -12,7 +12,52 @@ import json
 import sys
 from typing import Any
 
+from star.validate import one_line, show
+
 EXIT_BAD_INPUT = 2
+MAX_SEED = 2**32 - 1
+MAX_TOKENS = 2**24  # prompt and context lengths (16 M tokens)
+MAX_THREADS = 1_024
+
+
+def _int_in(low: int, high: int) -> Any:
+    """An argparse type: an integer in low..high, refused in one line otherwise (no huge or negative
+    values reaching torch, numpy or Ray, where they overflow deep inside)."""
+
+    def parse(text: str) -> int:
+        digits = text.strip().lstrip("+-")
+        if not digits.isdigit() or len(digits) > 30:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {show(text)}")
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low}..{high})")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(low: float, high: float, low_open: bool = False) -> Any:
+    """An argparse type: a finite number in [low, high] (or (low, high] with low_open)."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {show(text)}") from None
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {'(' if low_open else '['}{low:g}, "
+                                             f"{high:g}], got {show(text)}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+SEED = _int_in(0, MAX_SEED)
+TOKENS = _int_in(1, MAX_TOKENS)
+THREADS = _int_in(1, MAX_THREADS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("describe", help="parameters, cache bytes and FLOPs of an architecture (exact)")
     _add_source(p)
-    p.add_argument("--context", type=int, default=4096, help="context length for cache and FLOPs (default 4096)")
+    p.add_argument("--context", type=_int_in(0, MAX_TOKENS), default=4096,
+                   help="context length for cache and FLOPs (default 4096)")
     p.add_argument("--cache-dtype-bytes", type=int, default=2, choices=(1, 2, 4),
                    help="bytes per cached value (default 2: bf16/fp16)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -54,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--preset", help="a preset name (see `star presets`)")
     source.add_argument("--config", help="an ArchConfig JSON file (or a folder holding config.json)")
     source.add_argument("--genome", help="comma-separated genome integers; needs --space")
-    source.add_argument("--rank", type=int, help="with RUN: the K-th member of the run's Pareto set, as star pareto "
+    source.add_argument("--rank", type=_int_in(1, 10**6),
+                   help="with RUN: the K-th member of the run's Pareto set, as star pareto "
                                                  "lists it (1 = first)")
     source.add_argument("--id", dest="genome_id", help="with RUN: a genome id of the run")
     p.add_argument("--space", default="lfm2", help="search space of --genome (default: lfm2)")
@@ -62,13 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--weights", action="store_true", help="also write model.safetensors (seeded random init)")
     p.add_argument("--weights-from", help="native safetensors file (or folder) whose weights to export")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the random initialisation (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config.json")
 
     p = sub.add_parser("sample", help="print random genomes of a search space")
     p.add_argument("--space", default="lfm2", help="search space (default: lfm2)")
-    p.add_argument("-n", type=int, default=1, help="how many (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-n", type=_int_in(1, 100_000), default=1, help="how many (default 1, at most 100,000)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("spaces", help="list the search spaces")
@@ -83,16 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity", default="2",
                    help="training budget: real text at 0 screen (96K tokens), 1 low (192K), 2 default (384K), "
                         "3 high (1.5M) or a token count such as 64K; 4 gpu: the 50-task mixture, 32M tokens")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and training data (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of initialisation and training data (default 0)")
     p.add_argument("--corpus", help="your own text for the real-text tasks: a file, a folder, or Parquet with 'text'")
     p.add_argument("--tasks", help="comma-separated tasks or categories to score (default: those trained on; "
                                    "training is unchanged)")
     p.add_argument("--train-on", help="comma-separated tasks or categories to train on alone, e.g. in_context_recall "
                                       "(default: the fidelity's: real text, or at the gpu fidelity all 50 tasks)")
-    p.add_argument("--probe-steps", type=int, help="most steps of the in-context recall probe, which stops once "
+    p.add_argument("--probe-steps", type=_int_in(0, 100_000),
+                   help="most steps of the in-context recall probe, which stops once "
                                                    "recall is learned (default 800: 20-80 s; 0 skips it: no "
                                                    "in_context_recall score)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores this process may use)")
+    p.add_argument("--threads", type=THREADS, help="torch threads (default: all cores this process may use)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast where bf16 is native (AVX-512 BF16, AMX, CUDA), else fp32")
@@ -109,13 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve the run's Optuna study with optuna-dashboard on this machine")
     p.add_argument("run", help="run folder (written by star search)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--port", type=_int_in(1, 65_535), default=8080, help="port (default 8080)")
     p.add_argument("--host", help="address to bind; default 127.0.0.1 (only this machine). Give another "
                                   "explicitly, e.g. 0.0.0.0, to let other machines in")
 
     p = sub.add_parser("profile", help="measure operator latencies on this machine (prefill and decode)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to measure (default cpu)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all this process may use)")
+    p.add_argument("--threads", type=THREADS, help="torch threads (default: all this process may use)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and activations (default fp32)")
     p.add_argument("--quick", action="store_true", help="a coarse grid (about a minute) instead of the full one")
     p.add_argument("-o", "--out", required=True, help="Parquet file to write")
@@ -124,14 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(p)
     p.add_argument("--profile", default="dev-cpu", help="a profile file, a shipped one by name (default dev-cpu), or "
                                                          "a roofline model: ryzen-hx370, s24-ultra")
-    p.add_argument("--prompt", type=int, default=1024, help="prompt tokens for time to first token (default 1024)")
-    p.add_argument("--context", type=int, default=4096, help="context for decode and memory (default 4096)")
+    p.add_argument("--prompt", type=TOKENS, default=1024, help="prompt tokens for time to first token (default 1024)")
+    p.add_argument("--context", type=TOKENS, default=4096, help="context for decode and memory (default 4096)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("pareto", help="list the non-dominated evaluations of a run")
     p.add_argument("run", help="run folder (written by star search)")
     p.add_argument("--format", default="table", choices=("table", "json", "csv"), help="output format (default table)")
-    p.add_argument("--rung", type=int, help="the front among evaluations at this rung (default: the top rung "
+    p.add_argument("--rung", type=_int_in(0, 1_000),
+                   help="the front among evaluations at this rung (default: the top rung "
                                             "reached; scores from different rungs are never compared)")
     return parser
 
@@ -144,39 +193,42 @@ def _add_search_parser(sub: Any) -> None:
                                    "Settings are stored in the run folder; --resume continues a stopped run.")
     # Defaults are None here and filled in by cmd_search, so that --resume can tell what was given.
     p.add_argument("--space", help="search space: lfm2 or star, or 'module:ATTR' (default lfm2)")
-    p.add_argument("--budget", type=int, help="evaluations in total, failures included (default 64)")
+    p.add_argument("--budget", type=_int_in(1, 10**6), help="evaluations in total, failures included (default 64)")
     p.add_argument("--out", help="run folder to create (default results/<space>-<time>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="DIR",
                    help="continue the run in DIR (or in --out); only --budget, --workers, --threads-per-worker "
                         "and --ray-address may change")
     p.add_argument("--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} "
                                         "(default quality,decode_ms,cache_bytes)")
-    p.add_argument("--seed", type=int, help="search seed; the same seed and one worker give the same run (default 0)")
+    p.add_argument("--seed", type=SEED, help="search seed; the same seed and one worker give the same run (default 0)")
     p.add_argument("--seed-preset", action="append", metavar="NAME",
                    help="start the population from this preset (repeatable), e.g. lfm2-1.2b")
     p.add_argument("--selection", choices=("nsga2", "hvi"),
                    help="nsga2: STAR's rank + crowding; hvi: LFM2's budget filter + hypervolume improvement")
-    p.add_argument("--population", type=int, help="survivors kept for selection (default 32)")
+    p.add_argument("--population", type=_int_in(2, 100_000), help="survivors kept for selection (default 32)")
     p.add_argument("--fidelities", help="training budgets, low to high, e.g. 0,2 or 64K,256K: children train at "
                                         "the first, the top 1/eta are promoted (default 0,2)")
-    p.add_argument("--eta", type=int, help="successive-halving ratio (default 3)")
+    p.add_argument("--eta", type=_int_in(2, 1_000), help="successive-halving ratio (default 3)")
     for flag, metric in CONSTRAINT_FLAGS.items():
         p.add_argument("--" + flag.replace("_", "-"), metavar="LIMIT",
                        help=f"constraint: {metric} at most LIMIT (e.g. 400M, 2GiB, 20)")
     p.add_argument("--device-profile", help="device for ttft_ms/decode_ms/peak_memory: ryzen-hx370 (default) or "
                                             "s24-ultra (roofline models), dev-cpu or a star profile file (measured)")
-    p.add_argument("--prompt", type=int, help="prompt tokens for ttft_ms (default 1024)")
-    p.add_argument("--context", type=int, help="context for decode_ms, cache_bytes, peak_memory (default 4096)")
+    p.add_argument("--prompt", type=TOKENS, help="prompt tokens for ttft_ms (default 1024)")
+    p.add_argument("--context", type=TOKENS, help="context for decode_ms, cache_bytes, peak_memory (default 4096)")
     p.add_argument("--evaluator", choices=("suite", "synthetic"),
                    help="suite: train each proxy on the 50 tasks (default); synthetic: a fast formula for "
                         "testing the search machinery (not a quality measure)")
-    p.add_argument("--synthetic-cost", type=float, help="synthetic evaluator: seconds each evaluation sleeps")
-    p.add_argument("--probe-steps", type=int, help="suite evaluator: most steps of the in-context recall probe "
+    p.add_argument("--synthetic-cost", type=_float_in(0, 86_400),
+                   help="synthetic evaluator: seconds each evaluation sleeps")
+    p.add_argument("--probe-steps", type=_int_in(0, 100_000),
+                   help="suite evaluator: most steps of the in-context recall probe "
                                                    "(default 800; 0: none, and quality cannot see recall)")
     p.add_argument("--corpus", help="your own text for the real-text tasks (file, folder, or Parquet)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="proxy training precision (default auto)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where workers train (default auto)")
-    p.add_argument("--eval-timeout", type=float, metavar="S", help="seconds before an evaluation counts as hung "
+    p.add_argument("--eval-timeout", type=_float_in(0, 7 * 86_400, low_open=True), metavar="S",
+                   help="seconds before an evaluation counts as hung "
                                                                     "(default 1800)")
     p.add_argument("--inject-faults", metavar="SPEC",
                    help="rig genomes to fail, e.g. raise=0.1,nan=0.1,hang=0.05,crash=0.05 (tests the machinery)")
@@ -184,8 +236,8 @@ def _add_search_parser(sub: Any) -> None:
     p.add_argument("--keep-weights", action="store_true", default=None,
                    help="keep every trained proxy in RUN/weights/ (about 4 bytes per parameter each) so that "
                         "star export --weights can export it")
-    p.add_argument("--workers", type=int, default=1, help="evaluations in parallel (default 1)")
-    p.add_argument("--threads-per-worker", type=int, help="CPUs each worker declares (default cores / workers)")
+    p.add_argument("--workers", type=_int_in(1, MAX_THREADS), default=1, help="evaluations in parallel (default 1)")
+    p.add_argument("--threads-per-worker", type=THREADS, help="CPUs each worker declares (default cores / workers)")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or HOST:6379) instead of a local one")
     p.add_argument("--json", action="store_true", help="print the Pareto set as JSON at the end, no decoration")
 
@@ -204,21 +256,68 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler = COMMANDS[args.command]
+    previous_sigterm = _terminate_as_interrupt()
     try:
-        return handler(args) or 0
+        status = handler(args) or 0
+        sys.stdout.flush()  # a full disk or closed pipe shows here, not in the interpreter's last flush
+        return status
     except StarError as err:
-        sys.stderr.write(f"star: error: {err}\n")
+        sys.stderr.write(f"star: error: {one_line(err)}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("star: interrupted\n")
         return 130
     except BrokenPipeError:
         # Whoever read our output stopped early (`star tasks --json | head`): not an error to report.
-        # Point stdout at /dev/null so that the interpreter's final flush does not raise again.
+        _silence_stdout()
+        return 1
+    except OSError as err:  # a full disk, a closed terminal, a file that vanished: said in one line
+        if err.filename is None:  # a write to an open stream (stdout, most often)
+            _silence_stdout()
+            sys.stderr.write(f"star: error: cannot write the output: {one_line(err.strerror or err)}\n")
+        else:
+            sys.stderr.write(f"star: error: {err.filename}: {one_line(err.strerror or err)}\n")
+        return EXIT_BAD_INPUT
+    except Exception as err:
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if os.environ.get("STAR_DEBUG"):
+            raise
+        sys.stderr.write(f"star: error: internal error ({type(err).__name__}: {one_line(err)[:300]}); this is a "
+                         "bug in star, please report it with the command line (STAR_DEBUG=1 shows the traceback)\n")
         return 1
+    finally:
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush does not raise again."""
+    import contextlib
+    import os
+
+    if sys.stdout is not sys.__stdout__:  # an in-process caller's capture: theirs to handle
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM ends a command the way Ctrl-C does: cleanup runs, and the exit is prompt, even while
+    a library waits on a network connection.  Returns the handler it replaced (None off the main
+    thread, where signals cannot be handled)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,14 +328,18 @@ def main(argv: list[str] | None = None) -> int:
 def _resolve_config(args: argparse.Namespace) -> Any:
     from star.errors import StarError
 
-    if args.preset:
+    if args.preset is not None:
         from star.presets import get_preset
 
         return get_preset(args.preset)
-    if args.config:
+    if args.config is not None:
         from star.export import load_config
 
+        if not args.config.strip():
+            raise StarError("--config needs a file name")
         return load_config(args.config)
+    if not args.genome.strip():
+        raise StarError("--genome needs comma-separated integers")
     from star.search_spaces import get_space
 
     space = get_space(args.space)
@@ -323,10 +426,10 @@ def _config_from_run(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The architecture of the chosen evaluation; with --weights, its trained proxy and weight file."""
     from star.arch import ArchConfig
     from star.errors import StarError
-    from star.search import front_rows
-    from star.store import RunStore
+    from star.search import front_rows, open_run
+    from star.store import EVALUATIONS
 
-    store = RunStore.open(args.run)
+    store = open_run(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet")
     if args.rank is not None:
@@ -340,12 +443,17 @@ def _config_from_run(args: argparse.Namespace) -> tuple[Any, str | None]:
         if not rows:
             raise StarError(f"no successful evaluation of genome id {args.genome_id!r} in {args.run}")
         row = max(rows, key=lambda r: r["rung"])
-    config = ArchConfig.from_json(row["config_json"], source=f"{args.run} evaluation {row['eval_index']}")
+    config = ArchConfig.from_json(row["config_json"], source=f"{store.path / EVALUATIONS}: row with eval_index "
+                                                            f"{row['eval_index']}, column 'config_json'")
     if not args.weights:
         return config, None
     if not row.get("weights_file"):
         raise StarError(f"{args.run} kept no weights for genome {row['genome_id']} (start a search with "
                         "--keep-weights to keep trained proxies)")
+    weights = (store.path / row["weights_file"]).resolve()
+    if not weights.is_relative_to(store.path.resolve()):  # a damaged row must not point outside the run
+        raise StarError(f"{store.path / EVALUATIONS}: row with eval_index {row['eval_index']}, column "
+                        f"'weights_file': {row['weights_file']!r} is outside the run folder")
     from star.scaling import to_proxy
 
     return to_proxy(config), str(store.path / row["weights_file"])
@@ -413,6 +521,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from star.errors import StarError
     from star.evaluators.suite import evaluate, get_fidelity, load_corpus, write_parquet
     from star.evaluators.tasks import VOCAB_SIZE, select_tasks
+    from star.validate import check_output_file
 
     fidelity = get_fidelity(args.fidelity)
     train_on = select_tasks(args.train_on) if args.train_on else None
@@ -423,6 +532,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise StarError(f"--threads must be >= 1, got {args.threads}")
     if args.out and not args.out.endswith(".parquet"):
         raise StarError(f"--out {args.out}: expected a .parquet file name")
+    if args.out:
+        check_output_file(args.out, "--out")
     if args.probe_steps is not None and args.probe_steps < 0:
         raise StarError(f"--probe-steps must be >= 0, got {args.probe_steps}")
     from star.evaluators.probe import ProbeSettings
@@ -510,34 +621,47 @@ SEARCH_DEFAULTS = {"space": "lfm2", "budget": 64, "objectives": "quality,decode_
 
 def cmd_search(args: argparse.Namespace) -> int:
     from star.errors import StarError
-    from star.search import Search, create_run
-    from star.store import RunStore
+    from star.search import Search, check_resume, create_run, open_run
 
     if args.workers < 1:
         raise StarError(f"--workers must be >= 1, got {args.workers}")
     if args.threads_per_worker is not None and args.threads_per_worker < 1:
         raise StarError(f"--threads-per-worker must be >= 1, got {args.threads_per_worker}")
+    new_budget = False
     if args.resume:
+        # Everything is checked before the first write: the run (open_run), the flags against it,
+        # and what the resume will need (check_resume).  The new budget is written only once the
+        # study is open, so a resume that cannot start leaves the run folder as it was.
         folder = args.resume if isinstance(args.resume, str) else args.out
         if not folder:
             raise StarError("--resume needs a run folder: --resume DIR")
-        store = RunStore.open(folder)
+        store = open_run(folder)
         _check_same_settings(args, store.manifest["settings"])
-        if args.budget is not None:
-            if args.budget < len(store.rows):
-                raise StarError(f"--budget {args.budget} is below the {len(store.rows)} evaluations already done")
-            store.manifest["settings"]["budget"] = args.budget
-            store.write_manifest()
+        settings = check_resume(store, args.budget)
+        if settings.evaluator["corpus"]:
+            from star.evaluators.corpus import user_corpus
+
+            user_corpus(settings.evaluator["corpus"])  # fail now, in the driver, not in every worker
+        new_budget = settings.budget != store.manifest["settings"]["budget"]
+        store.manifest["settings"]["budget"] = settings.budget
     else:
         store = create_run(args.out or _default_folder(args), _settings_from_args(args))
-    search = Search(store, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                    ray_address=args.ray_address, progress=None)
     try:
+        search = Search(store, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                        ray_address=args.ray_address, progress=None)
+        if new_budget:
+            store.write_manifest()
         _run_with_progress(search, quiet=args.json)
     except KeyboardInterrupt:
-        sys.stderr.write(f"star: interrupted; {len(store.rows)} evaluations are saved in {store.path}; "
-                         f"continue with: star search --resume {store.path}\n")
+        if store.discard():
+            sys.stderr.write(f"star: interrupted before any evaluation finished; removed {store.path}\n")
+        else:
+            sys.stderr.write(f"star: interrupted; {len(store.rows)} evaluations are saved in {store.path}; "
+                             f"continue with: star search --resume {store.path}\n")
         return 130
+    except BaseException:
+        store.discard()  # a new run that failed to start leaves no half-made folder (a resumed one is kept)
+        raise
     return 0
 
 
@@ -550,8 +674,9 @@ def _default_folder(args: argparse.Namespace) -> str:
 def _settings_from_args(args: argparse.Namespace) -> Any:
     from star.errors import StarError
     from star.executor import EvaluatorSpec
-    from star.objectives import CONSTRAINT_FLAGS, parse_amount
+    from star.objectives import CONSTRAINT_FLAGS
     from star.search import SearchSettings
+    from star.validate import parse_amount
 
     opts = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in SEARCH_DEFAULTS.items()}
     constraints = {metric: parse_amount(getattr(args, flag), "--" + flag.replace("_", "-"))
@@ -681,10 +806,9 @@ def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
 
 def cmd_pareto(args: argparse.Namespace) -> None:
     from star.errors import StarError
-    from star.search import front_rows, rung_rows
-    from star.store import RunStore
+    from star.search import front_rows, open_run, rung_rows
 
-    store = RunStore.open(args.run)
+    store = open_run(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet")
     if args.rung is not None and not rung_rows(store.rows, args.rung):
@@ -715,9 +839,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
     from star.errors import StarError
     from star.evaluators.profiler import profile
+    from star.validate import check_output_file
 
     if args.threads is not None and args.threads < 1:
         raise StarError(f"--threads must be >= 1, got {args.threads}")
+    check_output_file(args.out, "-o")
     columns = (TextColumn("profiling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
@@ -771,11 +897,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from star.errors import StarError
     from star.report import write_report
-    from star.store import RunStore
+    from star.search import open_run
+    from star.validate import check_output_file
 
     if not args.out.endswith((".html", ".htm")):
         raise StarError(f"-o {args.out}: expected an .html file name")
-    store = RunStore.open(args.run)
+    check_output_file(args.out, "-o")
+    store = open_run(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet; nothing to report")
     size = write_report(store, args.out)
@@ -786,26 +914,31 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     import socket
 
     from star.errors import StarError
-    from star.search import open_study
-    from star.store import RunStore
+    from star.search import open_run, open_study
 
-    store = RunStore.open(args.run)
+    store = open_run(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet")
-    storage = open_study(store).storage_url
     host = args.host or "127.0.0.1"
     if not 0 < args.port < 65536:
         raise StarError(f"--port must be in 1..65535, got {args.port}")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, args.port))
-        except OSError as err:
-            raise StarError(f"cannot listen on {host}:{args.port}: {err.strerror or err}") from None
+        except (OSError, ValueError, TypeError) as err:  # a host name with a NUL, or an unencodable label
+            from star.validate import one_line
+
+            raise StarError(one_line(f"cannot listen on {host}:{args.port}: "
+                                     f"{getattr(err, 'strerror', None) or err}")) from None
+    storage = open_study(store).storage_url  # only now: opening it may create or bring study.db up to date
     if args.host and host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"star: warning: serving on {host}: other machines can reach this dashboard\n")
     from optuna_dashboard import run_server
 
     print(f"optuna-dashboard for {args.run}: http://{host}:{args.port}/dashboard/  (Ctrl-C stops it)", flush=True)
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a server stops on SIGTERM at once, whatever it is doing
     run_server(storage, host=host, port=args.port)
 
 

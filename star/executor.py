@@ -199,6 +199,25 @@ class _Running:
     first_failure: str = ""
 
 
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse, within seconds, a HOST:PORT where nothing answers: Ray itself retries an unreachable
+    address for a long time and prints pages of warnings meanwhile.  'auto' and 'ray://' addresses
+    are left to Ray, which finds or reaches them its own way."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+        raise StarError(f"--ray-address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379), 'auto' or ray://...")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise StarError(f"cannot reach Ray at {address}: {reason} (is `ray start --head` running there?)") from None
+
+
 class RayExecutor:
     """Up to `workers` jobs in flight on Ray, each declaring `threads` CPUs (and `gpus` GPUs)."""
 
@@ -211,6 +230,8 @@ class RayExecutor:
         self.workers, self.threads, self.timeout_s = workers, threads, timeout_s
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         logging.getLogger("ray").setLevel(logging.ERROR)  # keep Ray's start-up notices off the user's terminal
+        if address:
+            _check_reachable(address)
         if not ray.is_initialized():
             try:
                 if address:

@@ -13,6 +13,7 @@ from typing import Any
 
 from star.arch import ArchConfig, AttentionMixer, ShortConvMixer, SwiGLUFFN
 from star.errors import StarError
+from star.validate import MAX_JSON_BYTES, check_memory, read_regular_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -136,12 +137,9 @@ def load_config(path: str | Path) -> ArchConfig:
     path = Path(path)
     if path.is_dir():
         path = path / CONFIG_FILE
-    if not path.is_file():
+    if not path.exists():
         raise StarError(f"config file {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise StarError(f"cannot read config file {str(path)!r}: {err}") from None
+    text = read_regular_file(path, "config file", MAX_JSON_BYTES)
     return ArchConfig.from_json(text, source=f"config file {str(path)!r}")
 
 
@@ -172,28 +170,50 @@ def build_model(config: ArchConfig, seed: int = 0, weights_from: str | Path | No
 
 def export(config: ArchConfig, out_dir: str | Path, fmt: str, weights: bool = False, seed: int = 0,
            weights_from: str | Path | None = None, force: bool = False) -> list[Path]:
-    """Write config.json (and model.safetensors with `weights`) to `out_dir`; return the files."""
+    """Write config.json (and model.safetensors with `weights`) to `out_dir`; return the files.
+
+    Everything that can be checked is checked before the first byte is written, and the files are
+    written under temporary names and renamed at the end, so a failed export leaves the folder as
+    it was (and removes it if this call created it)."""
     out = Path(out_dir)
     if fmt not in ("hf", "native"):
         raise StarError(f"unknown export format {fmt!r} (use hf or native)")
     if out.exists() and not out.is_dir():
         raise StarError(f"output {str(out)!r} exists and is not a folder")
+    with_weights = bool(weights or weights_from)
+    targets = [out / CONFIG_FILE, *([out / WEIGHTS_FILE] if with_weights else [])]
+    for target in targets:
+        if target.is_dir() or (target.exists() and not target.is_file()):
+            raise StarError(f"{str(target)!r} exists and is not a file")
     if (out / CONFIG_FILE).exists() and not force:
         raise StarError(f"{str(out / CONFIG_FILE)!r} already exists (pass --force to overwrite)")
+    if with_weights and (out / WEIGHTS_FILE).exists() and not force:
+        raise StarError(f"{str(out / WEIGHTS_FILE)!r} already exists (pass --force to overwrite)")
     payload = to_hf_config(config).to_dict() if fmt == "hf" else config.to_dict()
-    model = build_model(config, seed, weights_from) if weights or weights_from else None
+    if with_weights:
+        # fp32 weights, plus the copy that the transformers names need
+        check_memory(config.params() * 4 * (2 if fmt == "hf" else 1), f"exporting the weights of {config.name}")
+    model = build_model(config, seed, weights_from) if with_weights else None
+    created = not out.exists()
+    temporary = [t.with_name(f".{t.name}.tmp") for t in targets]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        written = [out / CONFIG_FILE]
-        (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        temporary[0].write_text(json.dumps(payload, indent=2, default=str) + "\n")
         if model is not None:
             from safetensors.torch import save_file, save_model
 
             if fmt == "hf":
-                save_file(hf_state_dict(model), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+                save_file(hf_state_dict(model), str(temporary[1]), metadata={"format": "pt"})
             else:
-                save_model(model, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-            written.append(out / WEIGHTS_FILE)
+                save_model(model, str(temporary[1]), metadata={"format": "pt"})
+        for tmp, target in zip(temporary, targets, strict=True):
+            tmp.replace(target)
     except OSError as err:
-        raise StarError(f"cannot write to {str(out)!r}: {err.strerror}") from None
-    return written
+        raise StarError(f"cannot write to {str(out)!r}: {err.strerror or err}") from None
+    finally:
+        for tmp in temporary:
+            if tmp.is_file():
+                tmp.unlink()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+    return targets

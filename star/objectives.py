@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,20 +67,6 @@ def parse_objectives(text: str) -> tuple[Objective, ...]:
     if len(set(names)) != len(names):
         raise StarError(f"--objectives names an objective twice: {text!r}")
     return tuple(OBJECTIVES[n] for n in names)
-
-
-_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_amount(text: str, what: str) -> float:
-    """'400M' → 4e8, '2GiB' → 2·2^30, '20' → 20.0 (K/M/G/T are powers of 1000; KiB/MiB/GiB of 1024)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
-    if not match or match.group(2) not in _SUFFIX:
-        raise StarError(f"{what} {text!r} is not a number such as 20, 400M or 2GiB")
-    value = float(match.group(1)) * _SUFFIX[match.group(2)]
-    if not value > 0:
-        raise StarError(f"{what} must be > 0, got {text!r}")
-    return value
 
 
 @dataclass(frozen=True)

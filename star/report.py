@@ -23,10 +23,11 @@ import json
 from itertools import combinations
 from typing import Any
 
+from star.arch import ArchConfig
 from star.evolution import Archive, Candidate
 from star.objectives import OBJECTIVES, Normaliser, format_value
 from star.pareto import hypervolume
-from star.store import RunStore
+from star.store import EVALUATIONS, RunStore
 
 OPERATORS = ("short_conv", "attention", "long_conv", "recurrence", "identity")
 OPERATOR_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#dddddd")
@@ -76,6 +77,13 @@ def _rung_label(row: dict[str, Any]) -> str:
 
 def _layout_string(row: dict[str, Any]) -> str:
     return "".join(SHORT.get(k, "?") for k in row["layer_types"].split(","))
+
+
+def _config(store: RunStore, row: dict[str, Any]) -> ArchConfig:
+    """The evaluated architecture, parsed and checked: a damaged config_json is one error line naming
+    the file, the row and the column, not a JSON or key error half-way through the report."""
+    return ArchConfig.from_json(row["config_json"], source=f"{store.path / EVALUATIONS}: row with eval_index "
+                                                           f"{row['eval_index']}, column 'config_json'")
 
 
 def _custom(rows: list[dict[str, Any]], objectives: list[str]) -> list[list[str]]:
@@ -181,10 +189,10 @@ class Report:
                    if r["genome_id"] in self.seed_names else r["genome_id"]) for r in rows]
         z, text = [], []
         for row in rows:
-            config = json.loads(row["config_json"])
-            kinds = row["layer_types"].split(",")
+            config = _config(self.store, row)
+            kinds = config.layer_types
             z.append([OPERATORS.index(k) if k in OPERATORS else len(OPERATORS) - 1 for k in kinds])
-            ffns = [(b.get("ffn") or {}).get("hidden") for b in config["blocks"]]
+            ffns = [None if b.ffn is None else b.ffn.hidden for b in config.blocks]
             text.append([f"{SHORT.get(k, '?')}<br>{f / 1000:.1f}k" if f else SHORT.get(k, "?")
                          for k, f in zip(kinds, ffns, strict=True)])
         n = len(OPERATORS)

@@ -11,12 +11,16 @@ driver at screening time, in milliseconds.
 from __future__ import annotations
 
 import datetime
+import json
+import math
 import os
 import platform
 import sys
 import time
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,10 +39,66 @@ from star.objectives import (
     screening_metrics,
     violation,
 )
-from star.store import OptunaMirror, RunStore, default_storage
+from star.store import EVALUATIONS, MANIFEST, STUDY, OptunaMirror, RunStore, default_storage
+from star.validate import finite, integer, one_line, show
 
 DEFAULT_OBJECTIVES = "quality,decode_ms,cache_bytes"
 STATIC_BATCH = 64  # static-only searches persist this many evaluations per write
+INT64 = (-(2**63), 2**63 - 1)  # every integer setting fits Parquet's int64 (seeds and counts are stored there)
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """`value`, read from a manifest, as a dataclass field of type `hint` holds it (ints are int64,
+    floats finite; a list or dict of them checked item by item), or a StarError naming `where`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (types.UnionType, typing.Union):  # only `X | None` is used
+        inner = [a for a in args if a is not type(None)]
+        return None if value is None and len(inner) < len(args) else _typed(value, inner[0], where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise StarError(f"{where} must be true or false, got {show(value)}")
+        return value
+    if hint is int:
+        return integer(value, where, *INT64)
+    if hint is float:
+        return finite(value, where)
+    if hint is str:
+        if not isinstance(value, str):
+            raise StarError(f"{where} must be a string, got {show(value)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise StarError(f"{where} must be a list, got {show(value)}")
+        return [_typed(item, args[0], f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise StarError(f"{where} must be an object, got {show(value)}")
+        return {key: _typed(item, args[1], f"{where}.{key}") for key, item in value.items()}
+    raise TypeError(f"no manifest reader for a field of type {hint}")  # a new field type: teach _typed
+
+
+def _fields_from(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """The keyword arguments of dataclass `cls` from a manifest object: no unknown key, every key
+    without a default present, every value of its field's type.  A key with a default may be absent
+    (a run written before the field existed ran with that default)."""
+    if not isinstance(data, dict):
+        raise StarError(f"{where} must be an object, got {show(data)}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise StarError(f"{where}: unknown key {show(unknown[0])} (known: {', '.join(known)})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in known.items():
+        if name in data:
+            values[name] = _typed(data[name], hints[name], f"{where}.{name}")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise StarError(f"{where}: missing key {name!r}")
+    return values
 
 
 @dataclass
@@ -65,11 +125,30 @@ class SearchSettings:
     keep_weights: bool = False  # keep every trained proxy in RUN/weights/ (for star export --weights)
     study_name: str = "star-search"
 
+    @classmethod
+    def from_manifest(cls, data: Any, source: str) -> SearchSettings:
+        """The settings a manifest stores, typed: the keys and types are this dataclass's fields (and
+        the evaluator's, EvaluatorSpec's), so a damaged or hand-edited manifest is one error line
+        naming `source` and the key, never a TypeError later.  What the values mean (a known space,
+        objective, profile...) is `check`'s to say."""
+        where = f"{source} settings"
+        values = _fields_from(cls, data, where)
+        if "evaluator" in values:
+            values["evaluator"] = asdict(EvaluatorSpec(**_fields_from(EvaluatorSpec, values["evaluator"],
+                                                                      f"{where}.evaluator")))
+        return cls(**values)
+
     def check(self) -> None:
+        """Every setting valid, for a new run and again on --resume (a manifest may have been edited)."""
         from star.evaluators.fidelity import get_fidelity
+        from star.objectives import CONSTRAINT_FLAGS
         from star.search_spaces import get_space
 
-        get_space(self.space)
+        # the types, and only what a manifest can hold and give back (e.g. a seed that fits int64)
+        evaluator = SearchSettings.from_manifest(asdict(self), "search").evaluator
+        space = get_space(self.space)
+        for name in self.seed_presets:
+            _preset_genome(space, name)
         parse_objectives(",".join(self.objectives))
         from star.objectives import predictor_for
 
@@ -82,22 +161,38 @@ class SearchSettings:
             raise StarError(f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.eta < 2:
             raise StarError(f"--eta must be >= 2, got {self.eta}")
+        if not self.fidelities:
+            raise StarError("--fidelities names no fidelity")
         tokens = [get_fidelity(f).tokens for f in self.fidelities]
         if tokens != sorted(tokens) or len(set(tokens)) != len(tokens):
             raise StarError(f"--fidelities must increase, got {','.join(self.fidelities)}")
-        if self.evaluator["kind"] not in ("suite", "synthetic"):
-            raise StarError(f"--evaluator must be suite or synthetic, got {self.evaluator['kind']!r}")
-        probe_steps = self.evaluator.get("probe_steps")
+        if evaluator["kind"] not in ("suite", "synthetic"):
+            raise StarError(f"--evaluator must be suite or synthetic, got {evaluator['kind']!r}")
+        if evaluator["precision"] not in PRECISIONS:
+            raise StarError(f"--precision must be one of {', '.join(PRECISIONS)}, got {evaluator['precision']!r}")
+        if evaluator["device"] not in DEVICES:
+            raise StarError(f"--device must be one of {', '.join(DEVICES)}, got {evaluator['device']!r}")
+        if not 0 <= evaluator["cost_s"] < math.inf:
+            raise StarError(f"--synthetic-cost must be >= 0, got {evaluator['cost_s']}")
+        probe_steps = evaluator.get("probe_steps")
         if probe_steps is not None and probe_steps < 0:
             raise StarError(f"--probe-steps must be >= 0, got {probe_steps}")
-        if self.eval_timeout_s <= 0:
-            raise StarError(f"--eval-timeout must be > 0, got {self.eval_timeout_s}")
+        if not 0 < self.eval_timeout_s < math.inf:
+            raise StarError(f"--eval-timeout must be > 0 and finite, got {self.eval_timeout_s}")
+        for metric, limit in self.constraints.items():
+            if metric not in CONSTRAINT_FLAGS.values():
+                known = ", ".join(CONSTRAINT_FLAGS.values())
+                raise StarError(f"unknown constraint metric {metric!r} (known: {known})")
+            if not 0 < limit < math.inf:
+                raise StarError(f"constraint {metric} must be > 0 and finite, got {limit}")
+        if not self.study_name:
+            raise StarError("the Optuna study name must not be empty")
         if self.prompt < 1 or self.context < 1:
             raise StarError("--prompt and --context must be >= 1")
         if self.inject_faults and not self.trains:
             raise StarError("--inject-faults needs an objective that trains (quality); static objectives never fail")
         FaultPlan.parse(self.inject_faults)
-        if self.keep_weights and not (self.trains and self.evaluator["kind"] == "suite"):
+        if self.keep_weights and not (self.trains and evaluator["kind"] == "suite"):
             raise StarError("--keep-weights needs trained proxies: the quality objective with the suite evaluator")
 
     @property
@@ -142,7 +237,7 @@ class Search:
         from star.search_spaces import get_space
 
         self.store = store
-        self.settings = SearchSettings(**store.manifest["settings"])
+        self.settings = SearchSettings.from_manifest(store.manifest["settings"], str(store.path / MANIFEST))
         self.space: SearchSpace = get_space(self.settings.space)
         self.objectives: tuple[Objective, ...] = parse_objectives(",".join(self.settings.objectives))
         self.constraints = [Constraint(m, v) for m, v in self.settings.constraints.items()]
@@ -233,7 +328,9 @@ class Search:
     def run(self) -> SearchReport:
         started = time.monotonic()
         next_job = 1 + max((int(r["job"]) for r in self.store.rows), default=-1)
-        if self.settings.trains:
+        if self._remaining() <= 0:
+            pass  # a finished run: nothing to evaluate, so no Ray to start
+        elif self.settings.trains:
             self._run_on_ray(next_job)
         else:
             self._run_static(next_job)
@@ -292,12 +389,172 @@ class Search:
                            "screened_out": self.evolution.screened_out})
 
 
-def open_study(store: RunStore) -> OptunaMirror:
-    """The run's Optuna study, brought up to date with evaluations.parquet."""
+def open_run(path: str | Path) -> RunStore:
+    """Open a run folder, checked, for any command: pareto, report, export, dashboard and --resume
+    all come through here.
+
+    `RunStore.open` checks the files (the manifest's structure, every row's columns); this checks what
+    needs the search's own definitions: the settings' keys and types, the objectives known and the
+    same as the normaliser's, every rung one the run has.  The settings in `store.manifest` come back
+    complete (keys a run predates filled with their defaults), so readers need no `.get`."""
+    store = RunStore.open(path)
+    source = str(store.path / MANIFEST)
+    settings = SearchSettings.from_manifest(store.manifest["settings"], source)
+    try:
+        objectives = parse_objectives(",".join(settings.objectives))
+    except StarError as err:
+        raise StarError(f"{source} settings.objectives: {err}") from None
+    if [o.name for o in objectives] != settings.objectives:
+        raise StarError(f"{source} settings.objectives must be a list of objective names, got {settings.objectives}")
+    normaliser = store.manifest["normaliser"]
+    if normaliser["names"] != settings.objectives or normaliser["directions"] != [o.direction for o in objectives]:
+        raise StarError(f"{source}: normaliser.names and directions {normaliser['names']} "
+                        f"{normaliser['directions']} do not match settings.objectives {settings.objectives}")
+    for row in store.rows:
+        if row["rung"] >= settings.rungs:
+            raise StarError(f"{store.path / EVALUATIONS}: row with eval_index {row['eval_index']}, column 'rung': "
+                            f"{row['rung']} is not a rung of this run (it has {settings.rungs}: "
+                            f"0..{settings.rungs - 1})")
+        if row["status"] == "ok" and row["recall_probe"] is not None and row["recall_probe_lr"] is None:
+            raise StarError(f"{store.path / EVALUATIONS}: row with eval_index {row['eval_index']}, column "
+                            "'recall_probe_lr': is empty (null) where recall_probe has a score")
+    store.manifest["settings"] = asdict(settings)
+    return store
+
+
+def check_resume(store: RunStore, budget: int | None = None) -> SearchSettings:
+    """Everything a resume of `store` (opened with `open_run`) needs, checked before it writes
+    anything: every stored setting valid again (the manifest may have been edited since, or made by
+    another star; with the new `budget` if one is given), every genome one of the search space,
+    the run folder and the paths it writes usable, and study.db this run's study.  Without this a
+    resume could rewrite the manifest and then fail."""
     from star.search_spaces import get_space
 
-    settings = SearchSettings(**store.manifest["settings"])
+    source = str(store.path / MANIFEST)
+    settings = SearchSettings.from_manifest(store.manifest["settings"], source)
+    if budget is not None:
+        if budget < len(store.rows):
+            raise StarError(f"--budget {budget} is below the {len(store.rows)} evaluations already done")
+        settings.budget = budget
+    try:
+        settings.check()
+    except StarError as err:
+        raise StarError(f"{source}: the run's settings are not valid: {err}") from None
+    _check_genomes(store, get_space(settings.space))
+    _check_configs(store)
+    store.check_writable()
+    _check_study_file(store, settings)
+    return settings
+
+
+def _check_configs(store: RunStore) -> None:
+    """Every row's config_json is an architecture: the report written at the end of a resume reads
+    them, and failing there would come after new evaluations were written.  Each distinct config
+    is parsed once (a promoted genome repeats its config at every rung)."""
+    from star.arch import ArchConfig
+
+    seen: set[str] = set()
+    for row in store.rows:
+        if row["config_json"] not in seen:
+            ArchConfig.from_json(row["config_json"], source=f"{store.path / EVALUATIONS}: row with eval_index "
+                                                            f"{row['eval_index']}, column 'config_json'")
+            seen.add(row["config_json"])
+
+
+def _check_genomes(store: RunStore, space: SearchSpace) -> None:
+    """Every row's genome has the space's genes, each within its size (the search mutates them and
+    the Optuna study holds them as bounded integer parameters)."""
+    sizes = space.gene_sizes()
+    for row in store.rows:
+        genes = [int(g) for g in row["genome"].split(",")]
+        if len(genes) != len(sizes) or any(g >= size for g, size in zip(genes, sizes, strict=True)):
+            raise StarError(f"{store.path / EVALUATIONS}: row with eval_index {row['eval_index']}, column 'genome': "
+                            f"{show(row['genome'])} is not a genome of search space {space.name!r} "
+                            f"({len(sizes)} genes, each below its size)")
+
+
+def _check_study_file(store: RunStore, settings: SearchSettings) -> None:
+    """study.db, if there is one, is this run's Optuna study, found out read-only.
+
+    Optuna opens a storage for writing: it adds its tables to whatever SQLite file it is given and a
+    study to a database that lacks one, before it notices a problem.  So garbage, another program's
+    database, or another run's study is refused here, before Optuna touches it.  Another --storage
+    is Optuna's to check."""
+    import sqlite3
+
+    db = store.path / STUDY
+    if settings.storage or not os.path.lexists(db):
+        return  # a run's own study is made (or re-made from evaluations.parquet) on open
+    if db.is_symlink() or not db.is_file():
+        raise StarError(f"{db} is not a regular file; move it out of the run folder")
+    if db.stat().st_size == 0 or any(os.path.lexists(f"{db}{end}") for end in ("-journal", "-wal")):
+        return  # empty, or a write cut short that SQLite rolls back when Optuna opens it
+    try:
+        from optuna.storages._rdb.models import BaseModel
+
+        needed = set(BaseModel.metadata.tables)
+    except ImportError:  # Optuna moved its models: check the tables every version has had
+        needed = {"studies", "study_directions", "trials", "trial_user_attributes", "version_info"}
+    objectives = parse_objectives(",".join(settings.objectives))
+    try:
+        connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            foreign = tables - needed - {"alembic_version", "sqlite_sequence"}
+            if foreign:
+                raise StarError(f"{db} is not an Optuna study database (it has a table {sorted(foreign)[0]!r}); "
+                                "move it away to rebuild the study from the run")
+            if needed - tables:
+                if "studies" in tables and connection.execute("SELECT count(*) FROM studies").fetchone()[0]:
+                    raise StarError(f"{db} is an Optuna study database this Optuna cannot open (no table "
+                                    f"{sorted(needed - tables)[0]!r}); move it away to rebuild the study from the run")
+                return  # Optuna's tables half made (a first start cut short): Optuna completes them
+            found = connection.execute("SELECT study_id FROM studies WHERE study_name = ?",
+                                       (settings.study_name,)).fetchone()
+            if found is None:
+                if connection.execute("SELECT count(*) FROM studies").fetchone()[0]:
+                    raise StarError(f"{db} holds no study named {settings.study_name!r}: it is not this run's "
+                                    "study; move it away to rebuild the study from the run")
+                return
+            directions = [d for (d,) in connection.execute(
+                "SELECT direction FROM study_directions WHERE study_id = ? ORDER BY objective", found)]
+            trials = connection.execute("SELECT count(*) FROM trials WHERE study_id = ?", found).fetchone()[0]
+            ids = connection.execute(
+                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.study_id = ? AND a.key = 'genome_id'", found).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error as err:
+        raise StarError(f"{db} is not a readable Optuna study database ({one_line(err)}); move it away to "
+                        "rebuild the study from the run") from None
+    expected = ["MAXIMIZE" if o.direction == "max" else "MINIMIZE" for o in objectives]
+    if directions != expected:
+        raise StarError(f"{db}: study {settings.study_name!r} optimises {directions}, this run {expected}: it is not "
+                        "this run's study; move it away to rebuild the study from the run")
+    if trials > len(store.rows) or any(not _same_id(value, store.rows, number) for number, value in ids):
+        raise StarError(f"{db}: study {settings.study_name!r} holds trials that are not this run's evaluations "
+                        f"({trials} trials, {len(store.rows)} evaluations); move it away to rebuild the study "
+                        "from the run")
+
+
+def _same_id(value_json: Any, rows: list[dict[str, Any]], number: Any) -> bool:
+    """Whether Optuna's trial `number`, with genome id attribute `value_json`, mirrors rows[number]."""
+    try:
+        return isinstance(number, int) and 0 <= number < len(rows) and \
+            json.loads(value_json) == rows[number]["genome_id"]
+    except (TypeError, ValueError):
+        return False
+
+
+def open_study(store: RunStore) -> OptunaMirror:
+    """The run's Optuna study, brought up to date with evaluations.parquet (checked first: a study
+    file that is not this run's, or a genome outside the space, is an error before Optuna writes)."""
+    from star.search_spaces import get_space
+
+    settings = SearchSettings.from_manifest(store.manifest["settings"], str(store.path / MANIFEST))
     space = get_space(settings.space)
+    _check_genomes(store, space)
+    _check_study_file(store, settings)
     objectives = parse_objectives(",".join(settings.objectives))
     mirror = OptunaMirror(settings.storage or default_storage(store.path), settings.study_name,
                           [o.name for o in objectives], [o.direction for o in objectives], space.gene_names(),
@@ -320,10 +577,8 @@ def create_run(folder: str | Path, settings: SearchSettings) -> RunStore:
     """Check the settings, fit the objective bounds and create the run folder (nothing is evaluated)."""
     from star.search_spaces import get_space
 
-    settings.check()
+    settings.check()  # the seed presets too
     space = get_space(settings.space)
-    for name in settings.seed_presets:
-        _preset_genome(space, name)
     objectives = parse_objectives(",".join(settings.objectives))
     normaliser = fit_normaliser(objectives, space, settings.device_profile, settings.prompt, settings.context)
     score_columns: list[str] = []

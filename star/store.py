@@ -14,13 +14,19 @@ next time the run is opened.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from star.errors import StarError
+from star.validate import finite, one_line, read_json, show
 
 MANIFEST = "manifest.json"
 EVALUATIONS = "evaluations.parquet"
@@ -47,6 +53,19 @@ TRAILING_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 # Columns that record when and where, not what: two runs of the same search differ only in these.
 TIMING_COLUMNS = ("wall_s", "worker", "finished_at", "train_tokens_per_s")
+# What the search writes in `status`: the evaluation finished, or failed for good (after its retries).
+STATUSES = ("ok", "failed")
+# Columns no row may leave empty: the search, pareto, report and export read them from every row.
+REQUIRED_COLUMNS = ("eval_index", "job", "genome_id", "genome", "origin", "layer_types", "config_json", "rung",
+                    "fidelity", "status")
+MAX_SCORE_COLUMNS = 10_000  # the suite has 58 (8 categories, 50 tasks)
+_GENOME = re.compile(r"[0-9]{1,18}(,[0-9]{1,18})*")  # comma-separated gene values, each fits an int64
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {"int64": (int,), "float64": (int, float), "string": (str,),
+                                              "bool": (bool,)}
+_TYPE_NAMES = {"int64": "an integer", "float64": "a number", "string": "a string", "bool": "true or false"}
+# Files star replaces in a run folder, and the temporary file each is written through first.
+REPORT = "report.html"
+STUDY = "study.db"
 
 
 def columns_for(score_columns: Sequence[str]) -> list[tuple[str, str]]:
@@ -61,13 +80,45 @@ def _schema(columns: Sequence[tuple[str, str]]) -> Any:
     return pa.schema([(name, types[kind]) for name, kind in columns])
 
 
+def scratch_path(path: Path) -> Path:
+    """The temporary file `path` is written through (same folder, so the rename is atomic)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def _write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, flush it to disk, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write through a temporary file in the same folder, flush it to disk, then rename over `path`.
+
+    A failed write (disk full, a folder in the way) leaves `path` as it was and no temporary file
+    behind, and is one `StarError` line, not an OSError traceback."""
+    tmp = scratch_path(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+        raise StarError(f"cannot write {path}: {one_line(err.strerror or err)}") from None
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The top-most folder that creating `folder` (with its parents) would make; None if it exists."""
+    top = None
+    for candidate in (folder, *folder.parents):
+        if os.path.lexists(candidate):
+            break
+        top = candidate
+    return top
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder tree if it is there; cleanup after a failure never fails itself."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 class RunStore:
@@ -79,6 +130,10 @@ class RunStore:
         for row in rows:  # a run written before a column existed reads it as null
             for name, _ in self.columns:
                 row.setdefault(name, None)
+        # Set by `create`: this process made the run, and the top-most folder it made (None: the
+        # folder was there, empty), so that a failed start can take it away again (`discard`).
+        self._fresh = False
+        self._created: Path | None = None
 
     # ---- opening ---------------------------------------------------------------------------------
 
@@ -92,17 +147,42 @@ class RunStore:
         if folder.is_dir() and any(folder.iterdir()):
             raise StarError(f"--out {folder} is not empty and is not a star run folder (no {MANIFEST}); "
                             "choose a new or empty folder")
+        created = _first_missing(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            _probe_writable(folder)
         except OSError as err:
-            raise StarError(f"--out {folder} is not writable: {err.strerror or err}") from None
+            if created is not None:
+                _remove(created)
+            raise StarError(f"--out {folder} is not writable: {one_line(err.strerror or err)}") from None
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
         store = cls(folder, manifest, [])
-        store.write_manifest()
+        store._fresh, store._created = True, created
+        try:
+            store.write_manifest()
+        except StarError:
+            store.discard()
+            raise
         return store
+
+    def discard(self) -> bool:
+        """Remove this run if this process created it (`create`) and no evaluation has finished.
+
+        A start that fails after the folder exists (Ray unreachable, a study that cannot open, Ctrl-C
+        before the first result) would otherwise leave a half-made run that the next try refuses as
+        'already holds a run'.  Only what `create` made goes: the folders it made, or, when the
+        folder was there (and empty, as `create` requires), what is in it now.  Returns whether it
+        removed anything."""
+        if not self._fresh or self.rows or (self.path / EVALUATIONS).exists():
+            return False
+        self._fresh = False
+        if self._created is not None:
+            _remove(self._created)
+        else:
+            with contextlib.suppress(OSError):
+                for child in self.path.iterdir():
+                    _remove(child)
+        return True
 
     @classmethod
     def open(cls, path: str | Path) -> RunStore:
@@ -110,18 +190,29 @@ class RunStore:
         if not folder.is_dir():
             raise StarError(f"run folder {folder} does not exist")
         manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
+        if not os.path.lexists(manifest_path):
             raise StarError(f"{folder} is not a star run folder (no {MANIFEST})")
+        manifest = read_json(manifest_path, "manifest")
+        _check_manifest(manifest, manifest_path)
+        columns = columns_for(manifest["score_columns"])
+        rows = _read_rows(folder / EVALUATIONS, columns, manifest["normaliser"]["names"])
+        return cls(folder, manifest, rows)
+
+    def check_writable(self) -> None:
+        """Fail now, with one line, if a later write into this run could not succeed.
+
+        A resume writes the manifest, evaluations.parquet, the study and report.html, each (but the
+        study) through a temporary file; a folder or a link where one of them goes, or a folder that
+        cannot be written, would fail only after the resume had changed something."""
+        for name in (MANIFEST, EVALUATIONS, REPORT, STUDY):
+            for path in (self.path / name, scratch_path(self.path / name)):
+                if path.is_symlink() or (path.exists() and not path.is_file()):
+                    kind = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+                    raise StarError(f"{path} is {kind}, where star writes {name}; move it out of the run folder")
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as err:
-            raise StarError(f"{manifest_path} is not readable JSON: {err}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise StarError(f"{manifest_path} is not a star run manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise StarError(f"{manifest_path} has run format {manifest.get('format_version')}; "
-                            f"this star reads format {FORMAT_VERSION}")
-        return cls(folder, manifest, _read_rows(folder / EVALUATIONS))
+            _probe_writable(self.path)
+        except OSError as err:
+            raise StarError(f"run folder {self.path} is not writable: {one_line(err.strerror or err)}") from None
 
     # ---- writing ---------------------------------------------------------------------------------
 
@@ -138,15 +229,75 @@ class RunStore:
             unknown = set(row) - names
             if unknown:
                 raise ValueError(f"row has columns the run does not: {sorted(unknown)}")
-        self.rows.extend(rows)
-        table = pa.Table.from_pylist([{name: row.get(name) for name, _ in self.columns} for row in self.rows],
+        table = pa.Table.from_pylist([{name: row.get(name) for name, _ in self.columns} for row in [*self.rows, *rows]],
                                      schema=_schema(self.columns))
         _write_atomic(self.path / EVALUATIONS, lambda tmp: pq.write_table(table, tmp))
+        self.rows.extend(rows)  # only once they are on disk: `rows` is what the run holds
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a uniquely named empty file in `folder` (raises OSError if it cannot)."""
+    handle, probe = tempfile.mkstemp(dir=folder, prefix=".star-write-test-")
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """The manifest's structure, which every command relies on: the format, the settings object (its
+    keys and types are `SearchSettings.from_manifest`'s to check), the objective bounds and the
+    score columns.  Whatever is wrong is named with the file and the key."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise StarError(f"{path} is not a star run manifest (no \"format\": \"{FORMAT}\")")
+    version = manifest.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise StarError(f"{path} has run format {show(version)}; this star reads format {FORMAT_VERSION}")
+    kinds = {dict: "an object", list: "a list", str: "a string"}
+    for key, kind in (("settings", dict), ("normaliser", dict), ("score_columns", list), ("created", str),
+                      ("versions", dict)):
+        if key not in manifest:
+            raise StarError(f"{path}: missing key {key!r}")
+        if not isinstance(manifest[key], kind):
+            raise StarError(f"{path}: {key!r} must be {kinds[kind]}, got {show(manifest[key])}")
+    _check_normaliser(manifest["normaliser"], path)
+    columns = manifest["score_columns"]
+    fixed = {name for name, _ in columns_for([])}
+    if len(columns) > MAX_SCORE_COLUMNS:
+        raise StarError(f"{path}: score_columns has {len(columns):,} names, over the {MAX_SCORE_COLUMNS:,} allowed")
+    seen: set[str] = set()
+    for i, name in enumerate(columns):
+        if not isinstance(name, str) or not name or name in fixed or name in seen:
+            raise StarError(f"{path}: score_columns[{i}] must be a new, non-empty column name, got {show(name)}")
+        seen.add(name)
+
+
+def _check_normaliser(normaliser: dict[str, Any], path: Path) -> None:
+    """The objective bounds: one name, direction and finite lower < upper per objective."""
+    names = normaliser.get("names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise StarError(f"{path}: normaliser.names must be a non-empty list of objective names, got {show(names)}")
+    for name in names:
+        if name not in METRIC_COLUMNS:
+            raise StarError(f"{path}: normaliser.names: {show(name)} is not a metric a run records")
+    for key in ("directions", "lower", "upper"):
+        values = normaliser.get(key)
+        if not isinstance(values, list) or len(values) != len(names):
+            raise StarError(f"{path}: normaliser.{key} must be a list of {len(names)} values (one per objective), "
+                            f"got {show(values)}")
+    for i, direction in enumerate(normaliser["directions"]):
+        if direction not in ("min", "max"):
+            raise StarError(f"{path}: normaliser.directions[{i}] must be 'min' or 'max', got {show(direction)}")
+    for i in range(len(names)):
+        lower = finite(normaliser["lower"][i], f"{path}: normaliser.lower[{i}]")
+        upper = finite(normaliser["upper"][i], f"{path}: normaliser.upper[{i}]")
+        if not lower < upper:
+            raise StarError(f"{path}: normaliser bounds of {names[i]} must have lower < upper, got {lower} and {upper}")
+
+
+def _read_rows(path: Path, columns: Sequence[tuple[str, str]], objectives: Sequence[str]) -> list[dict[str, Any]]:
+    if not os.path.lexists(path):
         return []
+    if not path.is_file():
+        raise StarError(f"{path} is not a regular file; the run cannot be read")
     import pyarrow.parquet as pq
 
     try:
@@ -158,9 +309,48 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         if column not in table.column_names:
             raise StarError(f"{path} has no {column!r} column; it is not a star evaluations file")
     rows = table.to_pylist()
-    if [r["eval_index"] for r in rows] != list(range(len(rows))):
-        raise StarError(f"{path}: eval_index is not 0..{len(rows) - 1} in order; the file was edited or damaged")
+    for row in rows:  # a run written before a column existed reads it as null
+        for name, _ in columns:
+            row.setdefault(name, None)
+    _check_rows(rows, columns, objectives, path)
     return rows
+
+
+def _check_rows(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], objectives: Sequence[str],
+                path: Path) -> None:
+    """Every row as the search writes it: each column of its type (or null, except REQUIRED_COLUMNS),
+    eval_index 0..n-1 in order, a known status, a genome of integers, and on a successful evaluation
+    finite objectives and violation.  Checked once here so that no command meets a null rung or a
+    string where a number goes half-way through its work."""
+    required = set(REQUIRED_COLUMNS)
+    for i, row in enumerate(rows):
+        def bad(column: str, problem: str, i: int = i) -> StarError:
+            return StarError(f"{path}: row with eval_index {i}, column {column!r}: {problem}")
+
+        for name, kind in columns:
+            value = row[name]
+            if value is None:
+                if name in required:
+                    raise bad(name, "is empty (null)")
+            elif (isinstance(value, bool) and kind != "bool") or not isinstance(value, _PYTHON_TYPES[kind]):
+                raise bad(name, f"must be {_TYPE_NAMES[kind]}, got {show(value)}")
+        if row["eval_index"] != i:
+            raise bad("eval_index", f"is {row['eval_index']}: evaluations are numbered 0..{len(rows) - 1} in "
+                                    "order; the file was edited or damaged")
+        for name in ("job", "rung"):
+            if row[name] < 0:
+                raise bad(name, f"must be >= 0, got {row[name]}")
+        if row["status"] not in STATUSES:
+            raise bad("status", f"must be one of {', '.join(STATUSES)}, got {show(row['status'])}")
+        if not _GENOME.fullmatch(row["genome"]):
+            raise bad("genome", f"must be comma-separated gene values, got {show(row['genome'])}")
+        if row["status"] == "ok":
+            for name in ("violation", *objectives):
+                value = row.get(name)
+                if value is None or not math.isfinite(value):
+                    raise bad(name, f"must be a finite number on a successful evaluation, got {show(value)}")
+            if row["violation"] < 0:
+                raise bad("violation", f"must be >= 0, got {row['violation']}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +396,11 @@ class OptunaMirror:
         if self.mirrored >= len(rows):
             return
         trials = [self._trial(row) for row in rows[self.mirrored:]]
-        self.study.add_trials(trials)
+        try:
+            self.study.add_trials(trials)
+        except Exception as err:  # a read-only or locked database, a full disk ...
+            raise StarError(f"cannot add trials to the Optuna study at {self.storage_url}: {type(err).__name__}: "
+                            f"{one_line(str(err).splitlines()[0]) if str(err) else ''}") from None
         self.mirrored = len(rows)
 
     def _trial(self, row: dict[str, Any]) -> Any:

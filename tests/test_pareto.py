@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from star.errors import StarError
-from star.objectives import Normaliser, parse_amount, parse_objectives
+from star.objectives import Normaliser, parse_objectives
 from star.pareto import contributions, crowding_distance, dominates, hypervolume, non_dominated_sort
+from star.validate import parse_amount
 
 points_2_to_4d = st.integers(2, 4).flatmap(
     lambda d: st.lists(st.tuples(*[st.integers(0, 6)] * d), min_size=1, max_size=14))
@@ -73,7 +74,7 @@ def test_normaliser_maps_best_to_zero_and_maximised_objectives_flip():
 
 def test_amounts_and_objective_names_parse_or_fail_clearly():
     assert parse_amount("400M", "x") == 4e8 and parse_amount("2GiB", "x") == 2 * 2**30 and parse_amount("20", "x") == 20
-    for bad in ("fast", "-1", "0", "3Q"):
+    for bad in ("fast", "-1", "0", "3Q", "1e999", "nan", "inf", "9" * 400):
         with pytest.raises(StarError):
             parse_amount(bad, "--max-params")
     assert [o.name for o in parse_objectives("quality, params")] == ["quality", "params"]
