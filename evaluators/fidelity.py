@@ -45,7 +45,9 @@ class Fidelity:
 FIDELITIES = (
     Fidelity(0, "screen", 96 * 1024),
     Fidelity(1, "low", 192 * 1024),
-    Fidelity(2, "default", 384 * 1024),  # sized so one evaluation of the widest LFM2 proxy fits 180 s on a 2-core Zen 3
+    # Sized so that one evaluation of the lfm2 space's costliest genome fits 180 s on a 2-core Zen 3
+    # (estimated; docs/benchmarks.md), beside the recall probe.
+    Fidelity(2, "default", 256 * 1024),
     Fidelity(3, "high", 1536 * 1024),
     # For a GPU: the whole 50-task mixture, 2,048 steps of 16K tokens.  A step of a proxy on a GPU
     # costs kernel launches, not arithmetic, so four times the rows per step cost almost nothing.

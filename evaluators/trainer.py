@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from star.model import Block, StarLM
 from star.operators import Context
 
 IGNORE = -100
+# Held while a trainer seeds torch's global generator and draws its weights, so that trainers built
+# in different threads at once (the recall probe beside the text run) each get their seed's weights.
+_INIT_LOCK = threading.Lock()
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -109,8 +113,9 @@ class ProxyTrainer:
         self.precision = resolve_precision(settings.precision, self.device)
         if self.device.type == "cpu":
             tune_allocator()
-        torch.manual_seed(seed)
-        self.model = StarLM(config).to(self.device)
+        with _INIT_LOCK:  # seeding and drawing the initial weights use torch's global generator
+            torch.manual_seed(seed)
+            self.model = StarLM(config).to(self.device)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "embed" in n]
         self.optimizer = torch.optim.AdamW(

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the fidelity's tasks")
     _add_source(p)
     p.add_argument("--fidelity", default="2",
-                   help="training budget: real text at 0 screen (96K tokens), 1 low (192K), 2 default (384K), "
+                   help="training budget: real text at 0 screen (96K tokens), 1 low (192K), 2 default (256K), "
                         "3 high (1.5M) or a token count such as 64K; 4 gpu: the 50-task mixture, 32M tokens")
     p.add_argument("--seed", type=SEED, default=0, help="seed of initialisation and training data (default 0)")
     p.add_argument("--corpus", help="your own text for the real-text tasks: a file, a folder, or Parquet with 'text'")
@@ -597,9 +597,11 @@ def _print_eval(result: Any) -> None:
     console.print(cats)
     t = result.timing
     console.print(f"{result.training['tokens']:,} training tokens at {result.training['tokens_per_s']:,.0f} tokens/s "
-                  f"({result.training['precision']}); wall {t['total_s']:.1f} s = setup {t['setup_s']:.1f} + "
-                  f"recall probe {t['probe_s']:.1f} + build {t['build_s']:.1f} + data {t['data_s']:.1f} + "
-                  f"train {t['train_s']:.1f} + scoring {t['eval_s']:.1f}")
+                  f"({result.training['precision']}, {result.training['threads']} thread(s)); "
+                  f"wall {t['total_s']:.1f} s: "
+                  f"setup {t['setup_s']:.1f}, recall probe {t['probe_s']:.1f}"
+                  f"{' (beside the text run)' if result.training['beside_probe'] else ''}, build {t['build_s']:.1f}, "
+                  f"data {t['data_s']:.1f}, train {t['train_s']:.1f}, scoring {t['eval_s']:.1f}")
     if result.probe is not None:
         runs = ", ".join(f"lr {r['learning_rate']:g}: " + ("stopped before its first scoring" if r["score"] is None else
                                                          f"{r['score']:.3f} after {r['steps']} steps" +

@@ -178,6 +178,7 @@ class Attention(nn.Module):
                 self.k_layernorm = RMSNorm(hd, eps)
         inv_freq = 1.0 / (rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._rotary_cache: tuple[tuple, Tensor, Tensor] | None = None
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State | None:
         if self.kv_source is not None:
@@ -186,11 +187,25 @@ class Attention(nn.Module):
         empty = torch.zeros(shape, device=device, dtype=dtype)
         return {"k": empty, "v": empty.clone()}
 
-    def _rotate(self, x: Tensor, start: int) -> Tensor:
-        positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
+    def _rotary_table(self, start: int, length: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """cos and sin of the rotary angles at positions start..start+length-1.  The last table is
+        kept: training calls this twice per block per step with the same positions, and at proxy
+        width these few small ops cost about as much as the projections they rotate.  Not kept
+        under inference mode (its tensors could not be saved for a later backward) or compiling."""
+        key = (start, length, dtype, device)
+        cached = self._rotary_cache
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        positions = torch.arange(start, start + length, device=device, dtype=torch.float32)
         freqs = positions[:, None] * self.inv_freq[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+        if not torch.is_inference_mode_enabled() and not torch.compiler.is_compiling():
+            self._rotary_cache = (key, cos, sin)
+        return cos, sin
+
+    def _rotate(self, x: Tensor, start: int) -> Tensor:
+        cos, sin = self._rotary_table(start, x.shape[-2], x.dtype, x.device)
         first, second = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-second, first], dim=-1) * sin
 

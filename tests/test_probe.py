@@ -1,11 +1,13 @@
 """The in-context recall probe: its rows, and that it is learned where it can be and only there."""
 
 import random
+import threading
 
 import pytest
 import torch
 
 from star.arch import ArchConfig, AttentionMixer, BlockConfig, ShortConvMixer, SwiGLUFFN
+from star.errors import StarError
 from star.evaluators import probe as P
 from star.evaluators.trainer import IGNORE
 from star.presets import get_preset
@@ -78,7 +80,7 @@ def test_the_probe_stops_once_recall_is_learned_and_its_score_does_not_depend_on
 
 
 def test_check_points_start_after_the_easy_rows_and_end_at_the_cap():
-    assert P.check_points(P.ProbeSettings()) == {200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 800}
+    assert P.check_points(P.ProbeSettings()) == {200, 250, 300, 350, 400, 450, 500, 550, 600}
     short = P.ProbeSettings(steps=12, easy_steps=200, check_every=5)  # easy rows: at most half the steps
     assert P.easy_steps(short) == 6 and P.check_points(short) == {6, 11, 12}
 
@@ -93,3 +95,34 @@ def test_the_probe_is_deterministic_and_independent_of_the_thread_count():
     assert [r["final_loss"] for r in one.runs] == [r["final_loss"] for r in two.runs]
     other = P.recall_probe(tiny("cA"), seed=4, settings=settings, threads=2)
     assert [r["final_loss"] for r in other.runs] != [r["final_loss"] for r in one.runs]
+
+
+def test_a_check_decides_on_all_the_held_out_rows_not_on_the_quick_look(monkeypatch):
+    """The quick look at `check_rows` rows only decides whether to score them all: a run whose
+    quick look passes but whose full scoring does not keeps training, and is scored at the cap."""
+    settings = P.ProbeSettings(steps=12, easy_steps=4, check_every=4, scored_rows=32, check_rows=8,
+                               learning_rates=(1e-3,))
+    seen: list[int] = []
+
+    def scripted(trainer, inputs, targets):  # the quick look passes, the full set does not
+        seen.append(len(inputs))
+        return 0.95 if len(inputs) == settings.check_rows else 0.5
+
+    monkeypatch.setattr(P, "accuracy", scripted)
+    result = P.recall_probe(tiny("cA"), seed=0, settings=settings)
+    run = result.runs[0]
+    assert run["steps"] == settings.steps and not run["learned"] and run["accuracy"] == 0.5
+    assert result.score == pytest.approx(0.5 / settings.solved)
+    # checks at steps 4, 8 and 12: each a quick look (2 settings) then a full scoring (2 settings)
+    assert seen == [8, 8, 32, 32] * 3
+    seen.clear()
+    monkeypatch.setattr(P, "accuracy", lambda trainer, inputs, targets: seen.append(len(inputs)) or 0.2)
+    low = P.recall_probe(tiny("cA"), seed=0, settings=settings)
+    assert seen == [8, 8, 8, 8, 8, 8, 32, 32] and low.runs[0]["accuracy"] == 0.2  # full rows at the cap only
+
+
+def test_a_cancelled_probe_stops_and_says_so():
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(StarError, match="cancelled"):
+        P.recall_probe(tiny("cA"), seed=0, settings=P.ProbeSettings(steps=400), cancel=cancel)

@@ -165,6 +165,24 @@ def test_star_eval_json_and_parquet_on_a_tiny_architecture(tmp_path):
     assert alone["training"]["trained_on"] == ",".join(recall) and alone["probe"] is None
 
 
+def test_the_probe_runs_beside_the_text_run_and_the_scores_do_not_depend_on_the_thread_count():
+    """With two threads the probe and the text run go side by side, one core each; with one, one
+    after the other.  The text run uses one thread either way, so every score is the same."""
+    settings = S.ProbeSettings(steps=12, easy_steps=4, check_every=4, scored_rows=16, check_rows=8)
+    before = torch.get_num_threads()
+    results = {threads: S.evaluate(TINY, "8K", seed=2, threads=threads, precision="fp32", probe_settings=settings)
+               for threads in (1, 2)}
+    one, two = results[1], results[2]
+    assert (one.training["beside_probe"], two.training["beside_probe"]) == (False, True)
+    assert one.training["threads"] == two.training["threads"] == 1
+    assert torch.get_num_threads() == 2  # the caller's count is back after the side-by-side runs
+    assert [t.score for t in one.tasks] == [t.score for t in two.tasks] and one.aggregate == two.aggregate
+    assert one.probe is not None and two.probe is not None
+    assert [(r["steps"], r["accuracies"], r["final_loss"]) for r in one.probe.runs] == [
+        (r["steps"], r["accuracies"], r["final_loss"]) for r in two.probe.runs]
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(("extra", "needles"), [
     (("--tasks", "mqar-4,no-such-task"), ("unknown task", "no-such-task")),
     (("--corpus", "/no/such/corpus.txt"), ("corpus", "no such file")),
