@@ -872,18 +872,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
         sys.stderr.write(f"star: warning: {warning.message}\n")
     result = predictor(config, prompt=args.prompt, context=args.context)
     if args.profile in DEVICES:
-        source, machine = args.profile, DEVICES[args.profile].to_dict()
-        where = f"{DEVICES[args.profile].description}, {machine['kind']}"
+        device = DEVICES[args.profile]
+        source, machine = args.profile, device.to_dict()
+        where = f"{device.description}, {machine['kind']}"
+        # nothing in a roofline model says how decode times spread: its p95 is a fixed ratio, said so
+        p95_basis = f"an assumption: p50 x {device.p95_over_p50:g} (a roofline model cannot know jitter)"
     else:
         profile = predictor.__self__  # predictor_for gives a loaded profile's bound `predict`
         # the calibration's raw measurements (every model's JSON) stay in the profile file
         source = str(profile.path)
         machine = {key: value for key, value in profile.machine.items() if key != "calibration_runs"}
         where = f"{machine.get('cpu')} ({machine.get('threads')} threads, {machine.get('dtype')})"
+        p95_basis = "measured: each unit's p95/median ratio in the profile"
     out = {"architecture": config.name, "profile": source, "prompt": args.prompt, "context": args.context,
            "prefill_ms": result["ttft_ms"], "prefill_tok_s": result["prefill_tok_s"],
            "decode_ms_per_token": result["decode_ms"], "decode_ms_p95": result["decode_ms_p95"],
-           "peak_memory_bytes": result["peak_memory"], "machine": machine}
+           "decode_ms_p95_basis": p95_basis, "peak_memory_bytes": result["peak_memory"], "machine": machine}
     if args.json:
         _print_json(out)
         return
@@ -891,7 +895,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"  time to first token ({args.prompt} tokens): {out['prefill_ms']:,.1f} ms "
           f"({out['prefill_tok_s']:,.0f} tokens/s)")
     print(f"  decode at {args.context} tokens: p50 {out['decode_ms_per_token']:,.2f} ms/token, "
-          f"p95 {out['decode_ms_p95']:,.2f} ms")
+          f"p95 {out['decode_ms_p95']:,.2f} ms ({p95_basis})")
     print(f"  peak memory decoding at {args.context} tokens (weights + cache + working memory): "
           f"{out['peak_memory_bytes'] / 2**20:,.1f} MiB")
 
