@@ -28,7 +28,6 @@ import json
 import random
 import statistics
 import time
-from itertools import combinations
 
 import torch
 
@@ -38,13 +37,7 @@ from star.evaluators.profiler import LATENCY_PROXY, measure_in_passes, measure_m
 from star.presets import get_preset
 from star.scaling import to_proxy
 from star.search_spaces import get_space
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    pairs = list(combinations(range(len(a)), 2))
-    score = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs) - sum(
-        (a[i] - a[j]) * (b[i] - b[j]) < 0 for i, j in pairs)
-    return score / len(pairs)
+from star.stats import kendall_tau
 
 
 def architectures(proxies: int, full: int, max_params: float, exclude: frozenset[str] = frozenset()) -> list:

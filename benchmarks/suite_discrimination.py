@@ -34,6 +34,7 @@ from pathlib import Path
 from star.arch import ArchConfig, BlockConfig, LongConvMixer, RecurrenceMixer
 from star.presets import get_preset, hybrid, lfm2_layout
 from star.scaling import to_proxy
+from star.stats import kendall_tau
 
 
 def _with_mixer(base: ArchConfig, name: str, mixer: object) -> ArchConfig:
@@ -52,26 +53,6 @@ ARCHITECTURES: dict[str, Callable[[], ArchConfig]] = {
                                       ["attention"] * 6 + ["short_conv"] * 10, max_positions=4096),
 }
 REFERENCE = ("attention-proxy", "conv-proxy", "lfm2-proxy")
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b (ties counted as neither concordant nor discordant)."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
-    return (concordant - discordant) / denominator if denominator else 0.0
 
 
 def plan(seeds_reference: int, seeds_other: int) -> list[tuple[str, int]]:

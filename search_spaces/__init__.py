@@ -39,6 +39,12 @@ def list_spaces() -> list[str]:
     return sorted(_discover())
 
 
+def is_code(name: str) -> bool:
+    """Whether `get_space(name)` would import or execute code of the user's ('module:ATTR',
+    'file.py:ATTR') rather than take one of the registered spaces."""
+    return name not in _discover() and ":" in name
+
+
 def get_space(name: str) -> SearchSpace:
     """A registered space by name, or a user's space given as 'module:ATTR' or 'file.py:ATTR'."""
     spaces = _discover()

@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_int_in(1, 65_535), default=8080, help="port (default 8080)")
     p.add_argument("--host", help="address to bind; default 127.0.0.1 (only this machine). Give another "
                                   "explicitly, e.g. 0.0.0.0, to let other machines in")
+    _add_trust_flags(p, storage=True)
 
     p = sub.add_parser("profile", help="measure operator latencies on this machine (prefill and decode)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to measure (default cpu)")
@@ -183,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the front among evaluations at this rung (default: the top rung "
                                             "reached; scores from different rungs are never compared)")
     return parser
+
+
+def _add_trust_flags(p: argparse.ArgumentParser, storage: bool) -> None:
+    """A run folder may come from anyone: what it names is loaded or opened only on the user's word."""
+    p.add_argument("--trust-space", action="store_true",
+                   help="load the run's search space even if it is code ('module:ATTR' or 'file.py:ATTR'); "
+                        "without it a run folder's space loads only if it is one of star's")
+    if storage:
+        p.add_argument("--storage", metavar="URL",
+                       help="the run's Optuna storage URL, if it is not the run folder's study.db: a run folder's "
+                            "other storage opens only when named here")
 
 
 def _add_search_parser(sub: Any) -> None:
@@ -232,7 +244,9 @@ def _add_search_parser(sub: Any) -> None:
                                                                     "(default 1800)")
     p.add_argument("--inject-faults", metavar="SPEC",
                    help="rig genomes to fail, e.g. raise=0.1,nan=0.1,hang=0.05,crash=0.05 (tests the machinery)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the run folder)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the run folder); with --resume, "
+                                     "the run's own URL again, which lets star open a storage the run names")
+    _add_trust_flags(p, storage=False)
     p.add_argument("--keep-weights", action="store_true", default=None,
                    help="keep every trained proxy in RUN/weights/ (about 4 bytes per parameter each) so that "
                         "star export --weights can export it")
@@ -630,6 +644,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.threads_per_worker is not None and args.threads_per_worker < 1:
         raise StarError(f"--threads-per-worker must be >= 1, got {args.threads_per_worker}")
     new_budget = False
+    # The user's word for what the run names (a new run names only what they gave; see run_space):
+    # --space or --storage again on --resume names the same (_check_same_settings), so it is theirs.
+    trust = {"trust_space": args.trust_space or args.space is not None, "trust_storage": args.storage is not None}
     if args.resume:
         # Everything is checked before the first write: the run (open_run), the flags against it,
         # and what the resume will need (check_resume).  The new budget is written only once the
@@ -639,7 +656,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise StarError("--resume needs a run folder: --resume DIR")
         store = open_run(folder)
         _check_same_settings(args, store.manifest["settings"])
-        settings = check_resume(store, args.budget)
+        settings = check_resume(store, args.budget, **trust)
         if settings.evaluator["corpus"]:
             from star.evaluators.corpus import user_corpus
 
@@ -650,7 +667,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         store = create_run(args.out or _default_folder(args), _settings_from_args(args))
     try:
         search = Search(store, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                        ray_address=args.ray_address, progress=None)
+                        ray_address=args.ray_address, progress=None, **trust)
         if new_budget:
             store.write_manifest()
         _run_with_progress(search, quiet=args.json)
@@ -872,18 +889,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
         sys.stderr.write(f"star: warning: {warning.message}\n")
     result = predictor(config, prompt=args.prompt, context=args.context)
     if args.profile in DEVICES:
-        source, machine = args.profile, DEVICES[args.profile].to_dict()
-        where = f"{DEVICES[args.profile].description}, {machine['kind']}"
+        device = DEVICES[args.profile]
+        source, machine = args.profile, device.to_dict()
+        where = f"{device.description}, {machine['kind']}"
+        # nothing in a roofline model says how decode times spread: its p95 is a fixed ratio, said so
+        p95_basis = f"an assumption: p50 x {device.p95_over_p50:g} (a roofline model cannot know jitter)"
     else:
         profile = predictor.__self__  # predictor_for gives a loaded profile's bound `predict`
         # the calibration's raw measurements (every model's JSON) stay in the profile file
         source = str(profile.path)
         machine = {key: value for key, value in profile.machine.items() if key != "calibration_runs"}
         where = f"{machine.get('cpu')} ({machine.get('threads')} threads, {machine.get('dtype')})"
+        p95_basis = "measured: each unit's p95/median ratio in the profile"
     out = {"architecture": config.name, "profile": source, "prompt": args.prompt, "context": args.context,
            "prefill_ms": result["ttft_ms"], "prefill_tok_s": result["prefill_tok_s"],
            "decode_ms_per_token": result["decode_ms"], "decode_ms_p95": result["decode_ms_p95"],
-           "peak_memory_bytes": result["peak_memory"], "machine": machine}
+           "decode_ms_p95_basis": p95_basis, "peak_memory_bytes": result["peak_memory"], "machine": machine}
     if args.json:
         _print_json(out)
         return
@@ -891,7 +912,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"  time to first token ({args.prompt} tokens): {out['prefill_ms']:,.1f} ms "
           f"({out['prefill_tok_s']:,.0f} tokens/s)")
     print(f"  decode at {args.context} tokens: p50 {out['decode_ms_per_token']:,.2f} ms/token, "
-          f"p95 {out['decode_ms_p95']:,.2f} ms")
+          f"p95 {out['decode_ms_p95']:,.2f} ms ({p95_basis})")
     print(f"  peak memory decoding at {args.context} tokens (weights + cache + working memory): "
           f"{out['peak_memory_bytes'] / 2**20:,.1f} MiB")
 
@@ -921,6 +942,9 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     store = open_run(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet")
+    stored = store.manifest["settings"]["storage"]
+    if args.storage is not None and args.storage != stored:
+        raise StarError(f"--storage {args.storage!r} differs from this run's {stored!r}")
     host = args.host or "127.0.0.1"
     if not 0 < args.port < 65536:
         raise StarError(f"--port must be in 1..65535, got {args.port}")
@@ -932,7 +956,8 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
 
             raise StarError(one_line(f"cannot listen on {host}:{args.port}: "
                                      f"{getattr(err, 'strerror', None) or err}")) from None
-    storage = open_study(store).storage_url  # only now: opening it may create or bring study.db up to date
+    # only now: opening it may create or bring study.db up to date
+    storage = open_study(store, trust_space=args.trust_space, trust_storage=args.storage is not None).storage_url
     if args.host and host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"star: warning: serving on {host}: other machines can reach this dashboard\n")
     from optuna_dashboard import run_server

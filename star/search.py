@@ -233,12 +233,14 @@ class Search:
     """A search over one run folder; `run()` evaluates until the budget is spent."""
 
     def __init__(self, store: RunStore, workers: int = 1, threads_per_worker: int | None = None,
-                 ray_address: str | None = None, progress: Progress | None = None) -> None:
-        from star.search_spaces import get_space
-
+                 ray_address: str | None = None, progress: Progress | None = None, *, trust_space: bool = False,
+                 trust_storage: bool = False) -> None:
+        """`trust_space` and `trust_storage`: the user's word that the run's space may be their code
+        and its storage another database (`run_space`, `run_storage`); a new run's own flags are."""
         self.store = store
-        self.settings = SearchSettings.from_manifest(store.manifest["settings"], str(store.path / MANIFEST))
-        self.space: SearchSpace = get_space(self.settings.space)
+        source = str(store.path / MANIFEST)
+        self.settings = SearchSettings.from_manifest(store.manifest["settings"], source)
+        self.space: SearchSpace = run_space(self.settings, source, trust_space)
         self.objectives: tuple[Objective, ...] = parse_objectives(",".join(self.settings.objectives))
         self.constraints = [Constraint(m, v) for m, v in self.settings.constraints.items()]
         self.normaliser = Normaliser.from_dict(store.manifest["normaliser"])
@@ -258,7 +260,7 @@ class Search:
         for row in store.rows:  # replay: the state after these evaluations, exactly as when they finished
             self.evolution.tell(row)
             self._remember_probe(row)
-        self.mirror = open_study(store)
+        self.mirror = open_study(store, trust_space=trust_space, trust_storage=trust_storage)
         self.mirror_storage = self.mirror.storage_url
         self._versions = versions()
         self._machine = machine_name()
@@ -422,16 +424,59 @@ def open_run(path: str | Path) -> RunStore:
     return store
 
 
-def check_resume(store: RunStore, budget: int | None = None) -> SearchSettings:
-    """Everything a resume of `store` (opened with `open_run`) needs, checked before it writes
-    anything: every stored setting valid again (the manifest may have been edited since, or made by
-    another star; with the new `budget` if one is given), every genome one of the search space,
-    the run folder and the paths it writes usable, and study.db this run's study.  Without this a
-    resume could rewrite the manifest and then fail."""
-    from star.search_spaces import get_space
+def run_space(settings: SearchSettings, source: str, trust_space: bool = False) -> SearchSpace:
+    """The search space a run's settings name.
 
+    A run folder may come from anyone, and a space named 'module:ATTR' or 'file.py:ATTR' is loaded
+    by importing or executing that code.  So opening a run folder runs none of it: from a manifest
+    (`source`) only star's registered spaces load, unless the user trusts the folder (`trust_space`:
+    `--trust-space`, or `--space` naming the space again)."""
+    from star.search_spaces import get_space, is_code, list_spaces
+
+    if is_code(settings.space) and not trust_space:
+        raise StarError(f"{source}: search space {settings.space!r} is code, not one of star's spaces "
+                        f"({', '.join(list_spaces())}), and opening a run folder runs none of its code: "
+                        "pass --trust-space if you trust this run folder")
+    try:
+        return get_space(settings.space)
+    except StarError as err:
+        raise StarError(f"{source}: {err}") from None
+
+
+def run_storage(settings: SearchSettings, folder: Path, source: str, trust_storage: bool = False) -> str:
+    """The Optuna storage URL of the run in `folder`: its own study.db, unless the settings name another.
+
+    Optuna creates and writes whatever SQLite file it is given and connects to any database server,
+    so from a manifest (`source`) only the folder's own study.db opens, unless the user names the
+    storage too (`trust_storage`: `--storage URL`)."""
+    own = default_storage(folder)
+    if not settings.storage or trust_storage or _is_sqlite_file(settings.storage, folder / STUDY):
+        return settings.storage or own
+    raise StarError(f"{source}: Optuna storage {settings.storage!r} is not this run folder's {STUDY}, and "
+                    "opening a run folder opens no other database: pass --storage with that URL to open it")
+
+
+def _is_sqlite_file(url: str, path: Path) -> bool:
+    """Whether `url` is a plain SQLite URL of the file at `path` (no options, any spelling of the path)."""
+    prefix = "sqlite:///"
+    try:
+        return url.startswith(prefix) and Path(url.removeprefix(prefix)).resolve() == path.resolve()
+    except (OSError, ValueError):  # a path the OS cannot resolve (a NUL, a loop) is not this file
+        return False
+
+
+def check_resume(store: RunStore, budget: int | None = None, *, trust_space: bool = False,
+                 trust_storage: bool = False) -> SearchSettings:
+    """Everything a resume of `store` (opened with `open_run`) needs, checked before it writes
+    anything: the space and storage ones it may open (`run_space`, `run_storage`), every stored
+    setting valid again (the manifest may have been edited since, or made by another star; with the
+    new `budget` if one is given), every genome one of the search space, the run folder and the
+    paths it writes usable, and study.db this run's study.  Without this a resume could rewrite the
+    manifest and then fail."""
     source = str(store.path / MANIFEST)
     settings = SearchSettings.from_manifest(store.manifest["settings"], source)
+    space = run_space(settings, source, trust_space)  # before settings.check(), which loads it
+    run_storage(settings, store.path, source, trust_storage)
     if budget is not None:
         if budget < len(store.rows):
             raise StarError(f"--budget {budget} is below the {len(store.rows)} evaluations already done")
@@ -440,7 +485,7 @@ def check_resume(store: RunStore, budget: int | None = None) -> SearchSettings:
         settings.check()
     except StarError as err:
         raise StarError(f"{source}: the run's settings are not valid: {err}") from None
-    _check_genomes(store, get_space(settings.space))
+    _check_genomes(store, space)
     _check_configs(store)
     store.check_writable()
     _check_study_file(store, settings)
@@ -546,17 +591,18 @@ def _same_id(value_json: Any, rows: list[dict[str, Any]], number: Any) -> bool:
         return False
 
 
-def open_study(store: RunStore) -> OptunaMirror:
-    """The run's Optuna study, brought up to date with evaluations.parquet (checked first: a study
-    file that is not this run's, or a genome outside the space, is an error before Optuna writes)."""
-    from star.search_spaces import get_space
-
-    settings = SearchSettings.from_manifest(store.manifest["settings"], str(store.path / MANIFEST))
-    space = get_space(settings.space)
+def open_study(store: RunStore, *, trust_space: bool = False, trust_storage: bool = False) -> OptunaMirror:
+    """The run's Optuna study, brought up to date with evaluations.parquet (checked first: a space
+    or storage the user has not trusted (`run_space`, `run_storage`), a study file that is not this
+    run's, or a genome outside the space, is an error before Optuna writes)."""
+    source = str(store.path / MANIFEST)
+    settings = SearchSettings.from_manifest(store.manifest["settings"], source)
+    space = run_space(settings, source, trust_space)
+    storage = run_storage(settings, store.path, source, trust_storage)
     _check_genomes(store, space)
     _check_study_file(store, settings)
     objectives = parse_objectives(",".join(settings.objectives))
-    mirror = OptunaMirror(settings.storage or default_storage(store.path), settings.study_name,
+    mirror = OptunaMirror(storage, settings.study_name,
                           [o.name for o in objectives], [o.direction for o in objectives], space.gene_names(),
                           space.gene_sizes(), top_rung=settings.rungs - 1)
     mirror.sync(store.rows)

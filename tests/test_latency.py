@@ -1,18 +1,25 @@
 """The operator profiler and the predictors built on it (measured profiles and roofline models)."""
 
+import functools
 import json
+import random
 import warnings
+from itertools import pairwise
 
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import assert_bad_input, star
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from star.arch import ArchConfig
 from star.errors import StarError
 from star.evaluators.latency import DEVICES, predict
-from star.evaluators.predictor import Profile, load_profile
+from star.evaluators.predictor import PROFILES_DIR, Profile, load_profile
 from star.evaluators.profiler import LATENCY_PROXY, Grid, measure_peak_memory, profile
 from star.presets import get_preset
 from star.scaling import to_proxy
+from star.search_spaces import get_space
 
 # Widths 128 and 512: the cold-scale calibration runs models 512 to 2048 wide, and fits made only at
 # 64 and 128 extrapolated their decode 3-6x too slow (scales 0.15-0.4, flaky against the bound below).
@@ -56,18 +63,91 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
         "AttentionMixer(num_heads=4, num_kv_heads=1, head_dim=32, qk_norm=True, window=0)"}  # the proxies' shape
 
 
-def test_predictions_are_deterministic_and_grow_with_length(tiny_profile):
+def test_predictions_are_deterministic(tiny_profile):
     config = calibration_proxy("lfm2-proxy")
     a, b = Profile(tiny_profile).predict(config, 64, 256), Profile(tiny_profile).predict(config, 64, 256)
     assert a == b
     assert a["decode_ms_p95"] >= a["decode_ms"] > 0 and a["ttft_ms"] > 0
-    # Within one cache regime (a tiny profile's warm and cold fits are too noisy to compare), the
-    # composition grows with the prompt and never shrinks with the context.
-    model = Profile(tiny_profile)
-    model.llc_bytes = 2**40
-    longer = model.predict(calibration_proxy("attention-proxy"), 512, 4096)
-    shorter = model.predict(calibration_proxy("attention-proxy"), 64, 256)
-    assert longer["ttft_ms"] > shorter["ttft_ms"] and longer["decode_ms"] >= shorter["decode_ms"]
+
+
+# A quick profile's cold-cache scales: fits made only at narrow widths put whole cold models at
+# 0.15-0.4 of their cold units (see TINY), so the cold rule undercuts the warm one by far.
+QUICK_COLD_SCALES = {"prefill": {"128": 0.3, "2048": 0.4}, "decode": {"128": 0.2, "2048": 0.4}}
+
+
+@functools.cache
+def shipped_profile(quick_cold_scales: bool = False) -> Profile:
+    """The shipped dev-cpu profile (a real calibrated profile, read, never re-measured), optionally
+    with a quick profile's cold scales; cached, so callers must not change it."""
+    model = Profile(PROFILES_DIR / "dev-cpu.parquet")
+    if quick_cold_scales:
+        model.machine["cold_scale"] = QUICK_COLD_SCALES
+    return model
+
+
+def cache_edge(model: Profile, config: ArchConfig, limit: int = 2**20) -> int | None:
+    """The longest length at which `config` still fits the profile's last-level cache, checked to be
+    the edge: one token more does not fit.  None where it fits at no length or at every length up to
+    `limit`."""
+    edge = model.longest_warm(config, limit)
+    if edge is None or edge == limit:
+        return None
+    assert model.cache_state(config, edge) == "warm" and model.cache_state(config, edge + 1) == "cold"
+    return edge
+
+
+def test_predictions_grow_with_length_across_the_cache_boundary():
+    """With the profile's real last-level cache: this test once forced an unlimited cache and let decode
+    stay flat (`>=`), which hid that predictions fell where a model stopped fitting the cache.
+    attention-proxy in the calibration shape fits the shipped profile's 32 MiB with a short context,
+    not with 4,096 tokens; every step reads a longer cache, so its decode is strictly slower."""
+    model, config = shipped_profile(), calibration_proxy("attention-proxy")
+    edge = cache_edge(model, config)
+    assert edge is not None and 512 < edge < 4096
+    longer, shorter = model.predict(config, 512, 4096), model.predict(config, 64, 256)
+    assert longer["ttft_ms"] > shorter["ttft_ms"] and longer["decode_ms"] > shorter["decode_ms"]
+    # one token either side of the boundary: prefill falls back on the warm time, decode is slower
+    inside, outside = model.predict(config, edge, edge), model.predict(config, edge + 1, edge + 1)
+    assert outside["ttft_ms"] >= inside["ttft_ms"] and outside["decode_ms"] > inside["decode_ms"]
+
+
+SHAPES = {"full size": lambda config: config, "proxy": to_proxy,
+          "latency proxy": lambda config: to_proxy(config, **LATENCY_PROXY)}
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, database=None)
+@given(space=st.sampled_from(["lfm2", "star"]), seed=st.integers(0, 2**32), shape=st.sampled_from(sorted(SHAPES)),
+       quick=st.booleans(), lengths=st.lists(st.integers(1, 2**18), min_size=1, max_size=5))
+def test_no_prediction_falls_as_the_prompt_or_the_context_grows(space, seed, shape, quick, lengths):
+    """Random genomes of both spaces, full size and as proxies, at lengths either side of the point
+    where each stops fitting the last-level cache (where the cold rule takes over), with the shipped
+    calibration and with a quick profile's cold scales, and on the roofline models.  Prefill
+    depends on the prompt alone and decode on the context alone, so both grow together here."""
+    space_ = get_space(space)
+    config = SHAPES[shape](space_.decode(space_.sample(random.Random(seed))))
+    model = shipped_profile(quick_cold_scales=quick)
+    edge = cache_edge(model, config)
+    points = sorted({*lengths, *([max(1, edge - 1), edge, edge + 1, 2 * edge] if edge else [])})
+    for predictor in (model.predict, functools.partial(predict, device="s24-ultra")):
+        predictions = [predictor(config, prompt=t, context=t) for t in points]
+        for (short, shorter), (long, longer) in pairwise(zip(points, predictions, strict=True)):
+            for key in ("ttft_ms", "decode_ms", "decode_ms_p95", "peak_memory"):
+                assert longer[key] >= shorter[key], (key, short, long, shorter[key], longer[key])
+
+
+def test_negative_overheads_never_make_a_longer_context_faster():
+    """Fitted fixed costs may be negative.  One that outweighs a model's units at a short context but
+    not at a longer one (attention's units grow with the context) once switched the prediction from
+    the units' sum to units plus overhead, far below it."""
+    model = Profile(PROFILES_DIR / "dev-cpu.parquet")
+    config = calibration_proxy("attention-proxy")  # 16 attention blocks
+    model.machine["warm_decode_ms_per_weight_byte"] = 0.0
+    model.machine["block_overhead_ms"]["decode"] = dict.fromkeys(model.machine["block_overhead_ms"]["decode"], 0.0)
+    short, long = model.predict(config, 64, 256)["decode_ms"], model.predict(config, 64, 2048)["decode_ms"]
+    assert model.cache_state(config, 2048) == "warm" and long > 1.2 * short
+    model.machine["block_overhead_ms"]["decode"]["mixer:attention"] = -(short + long) / 2 / 16
+    decode = [model.predict(config, 64, context)["decode_ms"] for context in (256, 1024, 2048)]
+    assert decode == sorted(decode) and decode[0] > 0
 
 
 def test_block_overheads_are_charged_per_mixer_kind(tiny_profile):
@@ -92,25 +172,29 @@ def test_block_overheads_are_charged_per_mixer_kind(tiny_profile):
     assert old.predict(config, 64, 256)["decode_ms"] - plain.predict(config, 64, 256)["decode_ms"] == pytest.approx(8.0)
 
 
-def test_overheads_that_outweigh_the_units_never_give_a_negative_time(tiny_profile):
+def test_overheads_that_outweigh_the_units_never_give_a_negative_time():
     """Fitted overheads are corrections and may be negative; far from the calibration models (a
-    proxy narrower than any profiled width) one may outweigh the units.  The prediction then falls
-    back to the units' own sum instead of a negative time."""
-    config, model = get_preset("conv-proxy"), Profile(tiny_profile)
+    proxy narrower than any profiled width) one may outweigh the units.  The prediction then stops
+    at a quarter of the units' own sum instead of a negative time: a floor that is a share of the
+    units grows with them (test_negative_overheads_never_make_a_longer_context_faster).  The
+    arithmetic, on the shipped profile."""
+    config, model = get_preset("conv-proxy"), Profile(PROFILES_DIR / "dev-cpu.parquet")
     model.machine["warm_decode_ms_per_weight_byte"] = 0.0
     for kind in model.machine["block_overhead_ms"]["decode"]:
         model.machine["block_overhead_ms"]["decode"][kind] = 0.0
     units = model.predict(config, 64, 256)["decode_ms"]
     model.machine["block_overhead_ms"]["decode"]["mixer:short_conv"] = -units  # 16 blocks: -16x the units
-    assert model.predict(config, 64, 256)["decode_ms"] == pytest.approx(units)
+    assert model.predict(config, 64, 256)["decode_ms"] == pytest.approx(units / 4)
     model.machine["block_overhead_ms"]["decode"]["mixer:short_conv"] = -units / 32  # half the units: applied
     assert model.predict(config, 64, 256)["decode_ms"] == pytest.approx(units / 2)
 
 
-def test_warm_decode_charges_weight_bytes_and_leaves_prefill_and_cold_models_alone(tiny_profile):
-    """The calibrated per-byte decode cost applies to models inside the last-level cache only."""
+def test_warm_decode_charges_weight_bytes_and_leaves_prefill_and_cold_models_alone():
+    """The calibrated per-byte decode cost applies to models inside the last-level cache only.  On the
+    shipped profile: a quick profile's fitted overheads can outweigh a proxy's units and put its
+    prediction on the floor (a quarter of the units), where a per-byte change does not show one for one."""
     proxy, big = calibration_proxy("lfm2-proxy"), get_preset("lfm2-350m")
-    model = Profile(tiny_profile)
+    model = Profile(PROFILES_DIR / "dev-cpu.parquet")
     assert model.cache_state(proxy, 256) == "warm" and model.cache_state(big, 256) == "cold"
     before = {c.name: model.predict(c, 64, 256) for c in (proxy, big)}
     model.machine["warm_decode_ms_per_weight_byte"] += 1e-6  # 1 ms per MB more
@@ -223,3 +307,17 @@ def test_roofline_models_rank_decode_by_bytes_and_are_labelled_models():
     assert lfm2["decode_ms"] < qwen["decode_ms"]  # fewer weights and a smaller cache to stream per token
     with pytest.raises(StarError):
         predict(get_preset("lfm2-350m"), "pixel-99")
+
+
+def test_star_predict_labels_a_roofline_p95_as_an_assumption():
+    """A roofline model's p95 is its p50 x 1.15, a ratio nobody measured: the output says so, in JSON
+    and on screen.  A measured profile's p95 comes from the profile's own p95 timings."""
+    result = star("predict", "--preset", "lfm2-350m", "--profile", "s24-ultra", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["decode_ms_p95"] == pytest.approx(1.15 * out["decode_ms_per_token"])
+    assert out["decode_ms_p95_basis"].startswith("an assumption: p50 x 1.15")
+    screen = star("predict", "--preset", "lfm2-350m", "--profile", "s24-ultra").stdout
+    assert "an assumption: p50 x 1.15" in next(line for line in screen.splitlines() if "p95" in line)
+    measured = star("predict", "--preset", "lfm2-350m", "--profile", "dev-cpu", "--json")
+    assert json.loads(measured.stdout)["decode_ms_p95_basis"].startswith("measured"), measured.stderr

@@ -38,3 +38,15 @@ def test_help_runs():
     assert out.returncode == 0
     for command in ("describe", "export", "presets"):
         assert command in out.stdout
+
+
+def test_pyarrow_requirement_excludes_the_versions_with_cve_2023_47248():
+    """pyarrow up to 14.0.0 deserialises (unpickles) data found in Parquet and IPC files, and star
+    reads Parquet files it did not write: run folders and profiles from other people."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (pyarrow,) = [r for r in map(Requirement, project["dependencies"]) if r.name == "pyarrow"]
+    assert not pyarrow.specifier.contains("14.0.0") and pyarrow.specifier.contains("14.0.1")

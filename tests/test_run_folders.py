@@ -356,6 +356,92 @@ def test_dashboard_checks_its_port_before_writing_the_study(run, capsys, no_serv
     assert not (run / "study.db").exists()
 
 
+# ---- a run folder from someone else runs none of its code and opens none of its databases ----------
+
+THEIR_SPACE = """from pathlib import Path
+
+Path({marker!r}).write_text("their code ran")
+from star.search_spaces.lfm2 import SPACE  # noqa: E402
+"""
+
+
+def their_space(tmp_path: Path, monkeypatch, form: str) -> tuple[str, Path]:
+    """A search space spec that runs code leaving a marker file: 'file.py:SPACE', or 'module:SPACE'
+    with the module importable."""
+    marker = tmp_path / "marker"
+    (tmp_path / "their_space.py").write_text(THEIR_SPACE.format(marker=str(marker)))
+    if form == "module":
+        monkeypatch.syspath_prepend(str(tmp_path))
+        return "their_space:SPACE", marker
+    return f"{tmp_path / 'their_space.py'}:SPACE", marker
+
+
+def opening(command: str, run: Path, tmp_path: Path) -> list[str]:
+    if command == "dashboard":
+        return ["dashboard", str(run), "--port", str(_free_port())]
+    return commands(run, tmp_path)[command]
+
+
+@pytest.mark.parametrize("form", ["file", "module"])
+@pytest.mark.parametrize("command", ["resume", "dashboard"])
+def test_a_space_named_as_code_in_a_manifest_is_not_loaded(command, form, run, tmp_path, capsys, monkeypatch,
+                                                           no_server):
+    spec, marker = their_space(tmp_path, monkeypatch, form)
+    edit_manifest(lambda m: m["settings"].update(space=spec))(run)
+    assert_refused(opening(command, run, tmp_path), capsys, run, repr(spec), "--trust-space", "manifest.json")
+    assert not marker.exists()
+
+
+def test_reading_a_run_whose_space_is_code_runs_none_of_it(run, tmp_path, capsys, monkeypatch):
+    """pareto, report and export need nothing of the space: they read the run, and load no code."""
+    spec, marker = their_space(tmp_path, monkeypatch, "file")
+    edit_manifest(lambda m: m["settings"].update(space=spec))(run)
+    for command in ("pareto", "report", "export"):
+        assert main(commands(run, tmp_path)[command]) == 0, command
+    assert not marker.exists()
+
+
+def test_trusting_a_run_folder_loads_its_space(run, tmp_path, capsys, monkeypatch):
+    """--trust-space, or naming the space again with --space, loads it: the user's explicit word."""
+    spec, marker = their_space(tmp_path, monkeypatch, "file")
+    edit_manifest(lambda m: m["settings"].update(space=spec))(run)
+    assert main([*commands(run, tmp_path)["resume"], "--trust-space"]) == 0
+    assert marker.read_text() == "their code ran" and len(open_run(run).rows) == BUDGET + 8
+    marker.unlink()
+    assert main(["search", "--resume", str(run), "--space", spec, "--budget", str(BUDGET + 9), "--json"]) == 0
+    assert marker.exists() and len(open_run(run).rows) == BUDGET + 9
+
+
+@pytest.mark.parametrize("command", ["resume", "dashboard"])
+def test_a_storage_named_in_a_manifest_is_not_opened(command, run, tmp_path, capsys, no_server):
+    """Optuna creates and writes any SQLite file (or reaches any database server) it is given."""
+    elsewhere = tmp_path / "elsewhere.db"
+    url = f"sqlite:///{elsewhere}"
+    edit_manifest(lambda m: m["settings"].update(storage=url))(run)
+    assert_refused(opening(command, run, tmp_path), capsys, run, repr(url), "--storage", "manifest.json")
+    assert not elsewhere.exists()
+
+
+def test_the_runs_own_study_and_an_explicit_storage_open(run, tmp_path, capsys, monkeypatch):
+    own = f"sqlite:///{run / 'study.db'}"
+    edit_manifest(lambda m: m["settings"].update(storage=own))(run)
+    assert main([*commands(run, tmp_path)["resume"]]) == 0  # the folder's own study.db needs no flag
+    elsewhere = tmp_path / "elsewhere.db"
+    url = f"sqlite:///{elsewhere}"
+    edit_manifest(lambda m: m["settings"].update(storage=url))(run)
+    assert main(["search", "--resume", str(run), "--storage", url, "--budget", str(BUDGET + 9), "--json"]) == 0
+    with sqlite3.connect(elsewhere) as db:
+        assert db.execute("SELECT count(*) FROM trials").fetchone()[0] == BUDGET + 9
+    db.close()
+    served = []
+    monkeypatch.setattr(pytest.importorskip("optuna_dashboard"), "run_server",
+                        lambda storage, **kwargs: served.append(storage))
+    assert main(["dashboard", str(run), "--storage", url, "--port", str(_free_port())]) == 0
+    assert served == [url]
+    assert_refused(["dashboard", str(run), "--storage", own, "--port", str(_free_port())], capsys, run,
+                   "--storage", "differs from this run's")
+
+
 # ---- failed starts leave no run folder -------------------------------------------------------------
 
 NEW_SEARCH = ["search", "--objectives", "params,cache_bytes", "--budget", "4", "--population", "2", "--json"]
