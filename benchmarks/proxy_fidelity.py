@@ -31,13 +31,11 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from suite_discrimination import kendall_tau
+from star.stats import kendall_tau
 
 FAMILY = ("lfm2-350m", "lfm2-700m", "lfm2-1.2b")
 REFERENCE = ("lfm2-proxy", "attention-proxy", "conv-proxy")
