@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most steps of the in-context recall probe, which stops once "
                                                    "recall is learned (default 800: 20-80 s; 0 skips it: no "
                                                    "in_context_recall score)")
-    p.add_argument("--threads", type=THREADS, help="torch threads (default: all cores this process may use)")
+    p.add_argument("--threads", type=THREADS,
+                   help="cores to use (default: all this process may use); with 2 or more, the recall probe and "
+                        "the text run go side by side on one thread each")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast where bf16 is native (AVX-512 BF16, AMX, CUDA), else fp32")
