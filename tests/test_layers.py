@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "star.store": SEARCH,
     "star.search": SEARCH,
     "star.pareto": SEARCH,
+    "star.queries": SEARCH,
     "star.cli": FRONT,
     "star.report": FRONT,
 }
@@ -242,3 +243,9 @@ def test_the_checker_reports_an_upward_import_a_cycle_and_an_unplaced_module() -
     )
     assert unplaced(modules, layers) == ["star.newthing"]
     assert stale_entries(modules, {**layers, "star.gone": CORE}) == ["star.gone"]
+
+
+def test_the_report_reads_a_run_without_the_search_loop() -> None:
+    """The report reads a finished run through the run store's queries (star.queries), so it can be built
+    and changed without the search loop and what the loop imports."""
+    assert "star.search" not in import_graph(source_modules())["star.report"]
