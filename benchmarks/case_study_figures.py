@@ -17,7 +17,7 @@ from collections import Counter
 from star.objectives import Normaliser, format_value
 from star.pareto import dominates
 from star.presets import LFM2_ATTENTION_BLOCKS, get_preset
-from star.search import best_per_genome, front_rows
+from star.queries import best_per_genome, front_rows
 from star.search_spaces import get_space
 from star.store import RunStore
 

@@ -26,7 +26,7 @@ from case_study_figures import layout  # benchmarks/ is on sys.path when a scrip
 from star.objectives import Normaliser, format_value
 from star.pareto import dominates
 from star.presets import get_preset
-from star.search import best_per_genome, front_rows
+from star.queries import best_per_genome, front_rows
 from star.search_spaces import get_space
 from star.stats import kendall_tau
 from star.store import RunStore

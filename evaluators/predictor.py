@@ -29,8 +29,8 @@ import numpy as np
 from star.arch import ArchConfig, IdentityMixer
 from star.errors import StarError
 
+from .features import Case, block_kinds, features
 from .latency import peak_memory_bytes
-from .profiler import Case, block_kinds, features
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 

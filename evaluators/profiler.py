@@ -30,7 +30,6 @@ from star.arch import (
     ArchConfig,
     AttentionMixer,
     BlockConfig,
-    IdentityMixer,
     LongConvMixer,
     RecurrenceMixer,
     ShortConvMixer,
@@ -39,17 +38,10 @@ from star.arch import (
 from star.errors import StarError
 from star.machine import cpu_name, tune_allocator
 
+from .features import Case, block_kinds, features
+
 PROFILE_FORMAT = 1
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class Case:
-    unit: str  # "mixer:<kind>", "ffn:<kind>", "embedding" or "head"
-    width: int
-    spec: Any  # the operator config (mixer or FFN), or the vocabulary size for embedding/head
-    phase: str  # "prefill" or "decode"
-    tokens: int  # prompt length (prefill) or context already cached (decode)
 
 
 @dataclass(frozen=True)
@@ -105,26 +97,6 @@ def cases(grid: Grid) -> list[Case]:
                     out.append(Case(unit, width, vocab, "prefill", t))
                 out.append(Case(unit, width, vocab, "decode", grid.decode[0]))
     return out
-
-
-def features(case: Case, weight_bytes: int = 4) -> tuple[float, float]:
-    """(FLOPs, bytes moved) of one call: the quantities time is regressed on."""
-    d, t = case.width, case.tokens
-    tokens = t if case.phase == "prefill" else 1
-    context = 0 if case.phase == "prefill" else t
-    if case.unit.startswith("mixer:"):
-        spec = case.spec
-        flops = spec.flops(d, tokens, context) + 4 * d * tokens
-        cache = spec.cache_values(d, context + tokens) * weight_bytes
-        moved = spec.params(d) * weight_bytes + cache + (2 * cache if case.unit == "mixer:attention" else 0)
-        return float(flops), float(moved + 3 * d * tokens * weight_bytes)
-    if case.unit.startswith("ffn:"):
-        return float(case.spec.flops(d, tokens) + 4 * d * tokens), float(case.spec.params(d) * weight_bytes
-                                                                         + 3 * d * tokens * weight_bytes)
-    vocab = case.spec
-    if case.unit == "head":
-        return float(2 * d * vocab * tokens), float(d * vocab * weight_bytes + vocab * tokens * weight_bytes)
-    return float(tokens), float(d * tokens * weight_bytes)
 
 
 def _module(case: Case, dtype: torch.dtype) -> tuple[Callable[[torch.Tensor, Any], torch.Tensor], Any]:
@@ -524,12 +496,6 @@ def calibration_models(per_space: int = 16) -> list[ArchConfig]:
     rng = random.Random("star-profile-calibration")
     return [to_proxy(space.decode(space.sample(rng)), **LATENCY_PROXY)
             for space in (get_space("lfm2"), get_space("star")) for _ in range(per_space)]
-
-
-def block_kinds(block: BlockConfig) -> tuple[str, str]:
-    """The keys of a block's two fixed costs: its mixer kind and its FFN kind."""
-    mixer = "mixer:identity" if isinstance(block.mixer, IdentityMixer) else f"mixer:{block.mixer.kind}"
-    return mixer, f"ffn:{block.ffn.kind}" if block.ffn is not None else "ffn:none"
 
 
 def block_overheads(profile_: Any, per_space: int = 16, passes: int = 3, most: int = 6

@@ -179,6 +179,17 @@ MIXERS: dict[str, type] = {
     m.kind: m for m in (ShortConvMixer, LongConvMixer, AttentionMixer, RecurrenceMixer, IdentityMixer)
 }
 
+# One letter per mixer kind, for a layout written as text ("CCAC..."): the command line and the report
+# both write layouts, and with one map they always agree.
+LAYOUT_LETTERS: dict[str, str] = {"short_conv": "C", "attention": "A", "long_conv": "L", "recurrence": "R",
+                                  "identity": "-"}
+
+
+def layout_letter(kind: str) -> str:
+    """The letter of a mixer kind in a layout; '?' for a kind this version does not know, as a run
+    folder written by another version may hold."""
+    return LAYOUT_LETTERS.get(kind, "?")
+
 # --------------------------------------------------------------------------------------------------
 # Channel mixers
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from star.arch import layout_letter
 from star.validate import one_line, show
 
 EXIT_BAD_INPUT = 2
@@ -408,12 +409,8 @@ def cmd_describe(args: argparse.Namespace) -> None:
     table.add_row(f"decode FLOPs / token @ {info['context']:,}", f"{info['decode_flops_per_token']:.4g}")
     table.add_row("width / vocab", f"{info['hidden_size']} / {info['vocab_size']}")
     table.add_row("blocks", ", ".join(f"{n} {k}" for k, n in info["block_counts"].items()))
-    table.add_row("layout", " ".join(_short(k) for k in info["layer_types"]))
+    table.add_row("layout", " ".join(layout_letter(k) for k in info["layer_types"]))
     Console().print(table)
-
-
-def _short(kind: str) -> str:
-    return {"short_conv": "C", "attention": "A", "long_conv": "L", "recurrence": "R", "identity": "-"}.get(kind, "?")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -442,23 +439,14 @@ def _config_from_run(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The architecture of the chosen evaluation; with --weights, its trained proxy and weight file."""
     from star.arch import ArchConfig
     from star.errors import StarError
-    from star.search import front_rows, open_run
+    from star.queries import pick_row
+    from star.search import open_run
     from star.store import EVALUATIONS
 
     store = open_run(args.run)
     if not store.rows:
         raise StarError(f"run {args.run} has no evaluations yet")
-    if args.rank is not None:
-        front = front_rows(store)
-        if not 1 <= args.rank <= len(front):
-            raise StarError(f"--rank {args.rank} is out of range: the Pareto set of {args.run} has "
-                            f"{len(front)} members (1..{len(front)})")
-        row = front[args.rank - 1]
-    else:
-        rows = [r for r in store.rows if r["genome_id"] == args.genome_id and r["status"] == "ok"]
-        if not rows:
-            raise StarError(f"no successful evaluation of genome id {args.genome_id!r} in {args.run}")
-        row = max(rows, key=lambda r: r["rung"])
+    row = pick_row(store, args.run, args.rank, args.genome_id)
     config = ArchConfig.from_json(row["config_json"], source=f"{store.path / EVALUATIONS}: row with eval_index "
                                                             f"{row['eval_index']}, column 'config_json'")
     if not args.weights:
@@ -496,7 +484,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         _print_json(rows)
         return
     for row in rows:
-        layout = " ".join(_short(k) for k in row["layer_types"])
+        layout = " ".join(layout_letter(k) for k in row["layer_types"])
         print(f"{row['genome_id']}  {','.join(map(str, row['genome']))}  params={row['params']:,}  {layout}")
 
 
@@ -819,7 +807,7 @@ def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
     for column in ("genome_id", "layout", *objectives, "fidelity", "origin"):
         table.add_column(column, justify="right" if column in objectives else "left")
     for row in front:
-        layout = "".join(_short(k) for k in row["layer_types"].split(","))
+        layout = "".join(layout_letter(k) for k in row["layer_types"].split(","))
         table.add_row(row["genome_id"], layout, *(format_value(o, row[o]) for o in objectives),
                       row["fidelity"] or "static", row["origin"])
     Console(width=None if sys.stdout.isatty() else 160).print(table)
@@ -827,7 +815,8 @@ def _print_front(store: Any, front: list[dict[str, Any]], title: str) -> None:
 
 def cmd_pareto(args: argparse.Namespace) -> None:
     from star.errors import StarError
-    from star.search import front_rows, open_run, rung_rows
+    from star.queries import front_rows, rung_rows
+    from star.search import open_run
 
     store = open_run(args.run)
     if not store.rows:

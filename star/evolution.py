@@ -18,7 +18,7 @@ Proposals, in order of priority:
 Selection (`population` survivors, updated after every evaluation at the first rung): genomes are
 compared at the one fidelity every genome has, the first rung, never a lower-rung score against a
 higher-rung one (a promoted genome's later scores come from more training, not a better genome);
-higher rungs serve the promotions and the final front (`star.search.front_rows`).
+higher rungs serve the promotions and the final front (`star.queries.front_rows`).
 - "nsga2" (STAR): constrained domination (feasible first, infeasible by total excess), then
   non-dominated rank, then crowding distance;
 - "hvi" (LFM2's technical report): candidates over the budgets are discarded, the rest ranked by

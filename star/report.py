@@ -23,15 +23,15 @@ import json
 from itertools import combinations
 from typing import Any
 
-from star.arch import ArchConfig
+from star.arch import ArchConfig, layout_letter
 from star.evolution import Archive, Candidate
 from star.objectives import OBJECTIVES, Normaliser, format_value
 from star.pareto import hypervolume
+from star.queries import best_per_genome, front_rows, top_rung
 from star.store import EVALUATIONS, RunStore
 
 OPERATORS = ("short_conv", "attention", "long_conv", "recurrence", "identity")
 OPERATOR_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#dddddd")
-SHORT = {"short_conv": "C", "attention": "A", "long_conv": "L", "recurrence": "R", "identity": "-"}
 FRONT_COLOUR, OTHER_COLOUR, SEED_COLOUR = "#ff7f0e", "#b0b0b0", "#000000"
 
 
@@ -76,7 +76,7 @@ def _rung_label(row: dict[str, Any]) -> str:
 
 
 def _layout_string(row: dict[str, Any]) -> str:
-    return "".join(SHORT.get(k, "?") for k in row["layer_types"].split(","))
+    return "".join(layout_letter(k) for k in row["layer_types"].split(","))
 
 
 def _config(store: RunStore, row: dict[str, Any]) -> ArchConfig:
@@ -99,8 +99,6 @@ class Report:
         self.settings = store.manifest["settings"]
         self.objectives: list[str] = list(self.settings["objectives"])
         self.normaliser = Normaliser.from_dict(store.manifest["normaliser"])
-        from star.search import best_per_genome, front_rows, top_rung
-
         self.evaluated = best_per_genome(store.rows)
         self.top = top_rung(store.rows)
         self.front = front_rows(store, self.top)
@@ -193,7 +191,7 @@ class Report:
             kinds = config.layer_types
             z.append([OPERATORS.index(k) if k in OPERATORS else len(OPERATORS) - 1 for k in kinds])
             ffns = [None if b.ffn is None else b.ffn.hidden for b in config.blocks]
-            text.append([f"{SHORT.get(k, '?')}<br>{f / 1000:.1f}k" if f else SHORT.get(k, "?")
+            text.append([f"{layout_letter(k)}<br>{f / 1000:.1f}k" if f else layout_letter(k)
                          for k, f in zip(kinds, ffns, strict=True)])
         n = len(OPERATORS)
         colourscale = []

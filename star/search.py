@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from star.errors import StarError
-from star.evolution import SELECTIONS, Evolution, EvolutionSettings, Proposal, final_front
+from star.evolution import SELECTIONS, Evolution, EvolutionSettings, Proposal
 from star.executor import EvalJob, EvaluatorSpec, FaultPlan, Outcome, RayExecutor
 from star.genome import SearchSpace, genome_id
 from star.machine import machine_name
@@ -39,6 +39,7 @@ from star.objectives import (
     screening_metrics,
     violation,
 )
+from star.queries import front_rows
 from star.store import EVALUATIONS, MANIFEST, STUDY, OptunaMirror, RunStore, default_storage
 from star.validate import finite, integer, one_line, show
 
@@ -639,39 +640,3 @@ def create_run(folder: str | Path, settings: SearchSettings) -> RunStore:
         "versions": versions(), "machine": machine_name(),
     }
     return RunStore.create(folder, manifest)
-
-
-def top_rung(rows: list[dict[str, Any]]) -> int:
-    """The highest rung with a successful evaluation (0 for a run without any)."""
-    return max((int(r["rung"]) for r in rows if r["status"] == "ok"), default=0)
-
-
-def rung_rows(rows: list[dict[str, Any]], rung: int) -> list[dict[str, Any]]:
-    """The successful evaluations at one rung (one per genome), in the order they finished."""
-    return [r for r in rows if r["status"] == "ok" and int(r["rung"]) == rung]
-
-
-def front_rows(store: RunStore, rung: int | None = None) -> list[dict[str, Any]]:
-    """The run's Pareto set at one rung (by default the highest any genome reached): the feasible,
-    non-dominated evaluations among those made at that fidelity.  Scores from different rungs are
-    never compared: a lower rung's quality comes from less training, not from a worse genome, so a
-    genome that was never promoted is not on the top rung's front (nor under it).  Best first by the
-    first objective."""
-    from star.evolution import Candidate
-
-    normaliser = Normaliser.from_dict(store.manifest["normaliser"])
-    rows = rung_rows(store.rows, top_rung(store.rows) if rung is None else rung)
-    candidates = [Candidate(r["genome_id"], (), r["rung"], normaliser.point(r), float(r["violation"])) for r in rows]
-    keep = {c.genome_id for c in final_front(candidates)}
-    front = [r for r in rows if r["genome_id"] in keep]
-    first = normaliser.names[0]
-    return sorted(front, key=lambda r: normaliser.point(r)[0] if first in r else 0.0)
-
-
-def best_per_genome(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each genome's successful evaluation at its highest fidelity, in first-seen order."""
-    best: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["status"] == "ok" and row["rung"] >= best.get(row["genome_id"], {"rung": -1})["rung"]:
-            best[row["genome_id"]] = row
-    return list(best.values())

@@ -10,7 +10,7 @@ from cli_helpers import star
 from star.objectives import Normaliser
 from star.pareto import dominates
 from star.presets import get_preset
-from star.search import best_per_genome, front_rows
+from star.queries import best_per_genome, front_rows
 from star.search_spaces import get_space
 from star.store import RunStore
 

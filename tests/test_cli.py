@@ -84,3 +84,19 @@ def test_sample_then_describe_the_genome():
     info = json.loads(star("describe", "--space", "lfm2", "--genome", genome, "--json").stdout)
     assert info["params"] == sampled[0]["params"]
     assert len(info["layer_types"]) == 16
+
+
+def test_every_mixer_kind_has_its_own_layout_letter():
+    """Layouts (star describe, star sample, star pareto, the report) are written with one letter per mixer
+    kind: a new kind without its letter would print as '?', and two kinds sharing one could not be told apart."""
+    from star.arch import LAYOUT_LETTERS, MIXERS, layout_letter
+
+    assert set(LAYOUT_LETTERS) == set(MIXERS)
+    assert len(set(LAYOUT_LETTERS.values())) == len(LAYOUT_LETTERS)
+    assert layout_letter("no_such_kind") == "?"
+
+
+def test_describe_writes_the_layout_in_letters():
+    result = star("describe", "--preset", "lfm2-350m")
+    assert result.returncode == 0, result.stderr
+    assert "C C A C C A" in result.stdout

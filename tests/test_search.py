@@ -20,8 +20,9 @@ from star.executor import FaultPlan
 from star.genome import genome_id
 from star.objectives import Normaliser
 from star.pareto import dominates
+from star.queries import front_rows
 from star.report import Report
-from star.search import Search, SearchSettings, create_run, front_rows, open_study
+from star.search import Search, SearchSettings, create_run, open_study
 from star.search_spaces import get_space
 from star.store import TIMING_COLUMNS, RunStore
 
