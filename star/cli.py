@@ -618,16 +618,9 @@ def _print_eval(result: Any) -> None:
 
 # ---- search ---------------------------------------------------------------------------------------
 
-SEARCH_DEFAULTS = {"space": "lfm2", "budget": 64, "objectives": "quality,decode_ms,cache_bytes", "seed": 0,
-                   "selection": "nsga2", "population": 32, "fidelities": "0,2", "eta": 3,
-                   "device_profile": "ryzen-hx370", "prompt": 1024, "context": 4096, "evaluator": "suite",
-                   "synthetic_cost": 0.0, "precision": "auto", "device": "auto", "eval_timeout": 1800.0,
-                   "probe_steps": None}
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from star.errors import StarError
-    from star.search import Search, check_resume, create_run, open_run
+    from star.search import MANIFEST, Search, SearchSettings, check_resume, create_run, open_run
 
     if args.workers < 1:
         raise StarError(f"--workers must be >= 1, got {args.workers}")
@@ -635,7 +628,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise StarError(f"--threads-per-worker must be >= 1, got {args.threads_per_worker}")
     new_budget = False
     # The user's word for what the run names (a new run names only what they gave; see run_space):
-    # --space or --storage again on --resume names the same (_check_same_settings), so it is theirs.
+    # --space or --storage again on --resume names the same (check_same_flags), so it is theirs.
     trust = {"trust_space": args.trust_space or args.space is not None, "trust_storage": args.storage is not None}
     if args.resume:
         # Everything is checked before the first write: the run (open_run), the flags against it,
@@ -645,7 +638,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not folder:
             raise StarError("--resume needs a run folder: --resume DIR")
         store = open_run(folder)
-        _check_same_settings(args, store.manifest["settings"])
+        stored = SearchSettings.from_manifest(store.manifest["settings"], str(store.path / MANIFEST))
+        stored.check_same_flags(vars(args))
         settings = check_resume(store, args.budget, **trust)
         if settings.evaluator["corpus"]:
             from star.evaluators.corpus import user_corpus
@@ -654,7 +648,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         new_budget = settings.budget != store.manifest["settings"]["budget"]
         store.manifest["settings"]["budget"] = settings.budget
     else:
-        store = create_run(args.out or _default_folder(args), _settings_from_args(args))
+        settings = SearchSettings.from_flags(vars(args))
+        store = create_run(args.out or _default_folder(settings.space), settings)
     try:
         search = Search(store, workers=args.workers, threads_per_worker=args.threads_per_worker,
                         ray_address=args.ray_address, progress=None, **trust)
@@ -674,71 +669,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_folder(args: argparse.Namespace) -> str:
+def _default_folder(space: str) -> str:
     import datetime
 
-    return f"results/{args.space or SEARCH_DEFAULTS['space']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-
-
-def _settings_from_args(args: argparse.Namespace) -> Any:
-    from star.errors import StarError
-    from star.executor import EvaluatorSpec
-    from star.objectives import CONSTRAINT_FLAGS
-    from star.search import SearchSettings
-    from star.validate import parse_amount
-
-    opts = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in SEARCH_DEFAULTS.items()}
-    constraints = {metric: parse_amount(getattr(args, flag), "--" + flag.replace("_", "-"))
-                   for flag, metric in CONSTRAINT_FLAGS.items() if getattr(args, flag) is not None}
-    if opts["synthetic_cost"] < 0:
-        raise StarError(f"--synthetic-cost must be >= 0, got {opts['synthetic_cost']}")
-    if args.corpus:
-        from star.evaluators.corpus import user_corpus
-
-        user_corpus(args.corpus)  # fail now, in the driver, not in every worker
-    evaluator = EvaluatorSpec(kind=opts["evaluator"], corpus=args.corpus, precision=opts["precision"],
-                              device=opts["device"], cost_s=opts["synthetic_cost"], probe_steps=opts["probe_steps"])
-    return SearchSettings(
-        space=opts["space"], objectives=[o.strip() for o in opts["objectives"].split(",") if o.strip()],
-        budget=opts["budget"], seed=opts["seed"], constraints=constraints, population=opts["population"],
-        selection=opts["selection"], fidelities=[f.strip() for f in opts["fidelities"].split(",") if f.strip()],
-        eta=opts["eta"], evaluator=evaluator.__dict__.copy(), seed_presets=args.seed_preset or [],
-        device_profile=opts["device_profile"], prompt=opts["prompt"], context=opts["context"],
-        eval_timeout_s=opts["eval_timeout"], inject_faults=args.inject_faults or "", storage=args.storage or "",
-        keep_weights=bool(args.keep_weights))
-
-
-# `star search` flag → where its value lives in the manifest's settings.
-SETTING_OF_FLAG = {"space": "space", "objectives": "objectives", "seed": "seed", "seed_preset": "seed_presets",
-                   "selection": "selection", "population": "population", "fidelities": "fidelities", "eta": "eta",
-                   "device_profile": "device_profile", "prompt": "prompt", "context": "context",
-                   "evaluator": "evaluator.kind", "synthetic_cost": "evaluator.cost_s", "corpus": "evaluator.corpus",
-                   "precision": "evaluator.precision", "device": "evaluator.device", "eval_timeout": "eval_timeout_s",
-                   "probe_steps": "evaluator.probe_steps",
-                   "inject_faults": "inject_faults", "storage": "storage", "keep_weights": "keep_weights"}
-
-
-def _check_same_settings(args: argparse.Namespace, stored: dict[str, Any]) -> None:
-    """--resume accepts the run's own flags again (re-running the same command line works), but a run's
-    settings cannot change: any flag given with a different value is an error naming it."""
-    from dataclasses import asdict
-
-    from star.errors import StarError
-    from star.objectives import CONSTRAINT_FLAGS
-
-    wanted = asdict(_settings_from_args(args))
-    paths = dict(SETTING_OF_FLAG, **{flag: f"constraints.{metric}" for flag, metric in CONSTRAINT_FLAGS.items()})
-
-    def lookup(settings: dict[str, Any], path: str) -> Any:
-        for part in path.split("."):
-            settings = settings.get(part) if isinstance(settings, dict) else None
-        return settings
-
-    for flag, path in paths.items():
-        if getattr(args, flag, None) is not None and lookup(wanted, path) != lookup(stored, path):
-            raise StarError(f"--{flag.replace('_', '-')} {lookup(wanted, path)!r} differs from this run's "
-                            f"{lookup(stored, path)!r}; a run's settings are fixed (only --budget and execution "
-                            "flags may change on --resume)")
+    return f"results/{space}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
 
 
 def _run_with_progress(search: Any, quiet: bool) -> None:

@@ -44,6 +44,17 @@ from star.store import EVALUATIONS, MANIFEST, STUDY, OptunaMirror, RunStore, def
 from star.validate import finite, integer, one_line, show
 
 DEFAULT_OBJECTIVES = "quality,decode_ms,cache_bytes"
+DEFAULT_SPACE = "lfm2"
+DEFAULT_BUDGET = 64
+
+# `star search` flag → where its value lives in the settings (and so in the manifest).
+SETTING_OF_FLAG = {"space": "space", "objectives": "objectives", "budget": "budget", "seed": "seed",
+                   "seed_preset": "seed_presets", "selection": "selection", "population": "population",
+                   "fidelities": "fidelities", "eta": "eta", "device_profile": "device_profile", "prompt": "prompt",
+                   "context": "context", "evaluator": "evaluator.kind", "synthetic_cost": "evaluator.cost_s",
+                   "corpus": "evaluator.corpus", "precision": "evaluator.precision", "device": "evaluator.device",
+                   "eval_timeout": "eval_timeout_s", "probe_steps": "evaluator.probe_steps",
+                   "inject_faults": "inject_faults", "storage": "storage", "keep_weights": "keep_weights"}
 STATIC_BATCH = 64  # static-only searches persist this many evaluations per write
 INT64 = (-(2**63), 2**63 - 1)  # every integer setting fits Parquet's int64 (seeds and counts are stored there)
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -113,7 +124,7 @@ class SearchSettings:
     constraints: dict[str, float] = field(default_factory=dict)
     population: int = 32
     selection: str = "nsga2"
-    fidelities: list[str] = field(default_factory=lambda: ["2"])
+    fidelities: list[str] = field(default_factory=lambda: ["0", "2"])  # screen, then the default rung
     eta: int = 3
     evaluator: dict[str, Any] = field(default_factory=lambda: asdict(EvaluatorSpec()))
     seed_presets: list[str] = field(default_factory=list)
@@ -125,6 +136,64 @@ class SearchSettings:
     storage: str = ""  # Optuna storage URL; "" = RUN/study.db
     keep_weights: bool = False  # keep every trained proxy in RUN/weights/ (for star export --weights)
     study_name: str = "star-search"
+
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any]) -> SearchSettings:
+        """The settings of a new run from `star search` flags (by their argparse names; None or
+        absent = not given, so the default here applies).  The defaults live in this class and in
+        EvaluatorSpec, nowhere else; the values are checked by `check`."""
+        from star.objectives import CONSTRAINT_FLAGS
+        from star.validate import parse_amount
+
+        given = {flag: value for flag, value in flags.items() if value is not None}
+        if given.get("synthetic_cost", 0.0) < 0:
+            raise StarError(f"--synthetic-cost must be >= 0, got {given['synthetic_cost']}")
+        if given.get("corpus"):
+            from star.evaluators.corpus import user_corpus
+
+            user_corpus(given["corpus"])  # fail now, in the driver, not in every worker
+        settings = cls(space=DEFAULT_SPACE, objectives=_split(DEFAULT_OBJECTIVES), budget=DEFAULT_BUDGET)
+        evaluator = dict(settings.evaluator)
+        for flag, value in given.items():
+            path = SETTING_OF_FLAG.get(flag)
+            if path is None:
+                continue
+            if path.startswith("evaluator."):
+                evaluator[path.removeprefix("evaluator.")] = value
+            elif path in ("objectives", "fidelities"):
+                setattr(settings, path, _split(value))
+            else:
+                setattr(settings, path, value)
+        settings.evaluator = asdict(EvaluatorSpec(**evaluator))
+        settings.constraints = {metric: parse_amount(given[flag], "--" + flag.replace("_", "-"))
+                                for flag, metric in CONSTRAINT_FLAGS.items() if flag in given}
+        settings.seed_presets = list(settings.seed_presets or [])
+        settings.inject_faults = settings.inject_faults or ""
+        settings.storage = settings.storage or ""
+        settings.keep_weights = bool(settings.keep_weights)
+        return settings
+
+    def check_same_flags(self, flags: dict[str, Any]) -> None:
+        """--resume accepts the run's own flags again (re-running the same command line works), but a
+        run's settings cannot change: any flag given with a value other than this run's is an error
+        naming it.  (--budget may change on --resume: it is not compared here.)"""
+        from star.objectives import CONSTRAINT_FLAGS
+
+        wanted = asdict(SearchSettings.from_flags(flags))
+        stored = asdict(self)
+        paths = {flag: path for flag, path in SETTING_OF_FLAG.items() if flag != "budget"}
+        paths.update({flag: f"constraints.{metric}" for flag, metric in CONSTRAINT_FLAGS.items()})
+
+        def lookup(settings: Any, path: str) -> Any:
+            for part in path.split("."):
+                settings = settings.get(part) if isinstance(settings, dict) else None
+            return settings
+
+        for flag, path in paths.items():
+            if flags.get(flag) is not None and lookup(wanted, path) != lookup(stored, path):
+                raise StarError(f"--{flag.replace('_', '-')} {lookup(wanted, path)!r} differs from this run's "
+                                f"{lookup(stored, path)!r}; a run's settings are fixed (only --budget and execution "
+                                "flags may change on --resume)")
 
     @classmethod
     def from_manifest(cls, data: Any, source: str) -> SearchSettings:
@@ -423,6 +492,11 @@ def open_run(path: str | Path) -> RunStore:
                             "'recall_probe_lr': is empty (null) where recall_probe has a score")
     store.manifest["settings"] = asdict(settings)
     return store
+
+
+def _split(value: str | list[str]) -> list[str]:
+    """A comma-separated flag value as a list (a list is taken as it is)."""
+    return list(value) if isinstance(value, list) else [part.strip() for part in value.split(",") if part.strip()]
 
 
 def run_space(settings: SearchSettings, source: str, trust_space: bool = False) -> SearchSpace:

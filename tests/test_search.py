@@ -314,3 +314,26 @@ def test_selection_rules_rank_feasible_fronts_first_and_hvi_discards_violators()
     assert set(nsga2[:3]) == {"a", "b", "c"} and nsga2[3:] == ["d", "e"]  # e beats all, but is infeasible
     assert nsga2.index("c") == 2  # interior point: finite crowding, after the infinite boundaries
     assert set(hvi[:3]) == {"a", "b", "c"} and hvi[3:] == ["d"]
+
+
+def test_search_settings_own_the_defaults_the_command_line_uses():
+    """One place for each default: a run made in Python and one made by `star search` with no flags
+    get the same settings (the CLI once kept fidelities "0,2" while SearchSettings said ["2"])."""
+    from dataclasses import asdict
+
+    from star.errors import StarError
+    from star.search import DEFAULT_BUDGET, DEFAULT_OBJECTIVES, DEFAULT_SPACE, SearchSettings
+
+    from_flags = SearchSettings.from_flags({})
+    in_python = SearchSettings(space=DEFAULT_SPACE, objectives=DEFAULT_OBJECTIVES.split(","), budget=DEFAULT_BUDGET)
+    assert asdict(from_flags) == asdict(in_python)
+    assert from_flags.fidelities == ["0", "2"] and from_flags.objectives == ["quality", "decode_ms", "cache_bytes"]
+    given = SearchSettings.from_flags({"fidelities": "64K,256K", "objectives": "params", "synthetic_cost": 0.5,
+                                       "evaluator": "synthetic", "max_cache_bytes": "1G", "budget": 5,
+                                       "seed_preset": None})
+    assert given.fidelities == ["64K", "256K"] and given.objectives == ["params"] and given.budget == 5
+    assert given.evaluator["kind"] == "synthetic" and given.evaluator["cost_s"] == 0.5
+    assert given.constraints == {"cache_bytes": 1e9}
+    given.check_same_flags({"fidelities": "64K,256K", "budget": 9})  # the same flags again, a new budget
+    with pytest.raises(StarError, match="--fidelities"):
+        given.check_same_flags({"fidelities": "0,2"})
