@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -229,39 +230,31 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
     timing["setup_s"] = time.perf_counter() - t0
 
     # The probe and the text run are independent.  With two or more CPU threads they run side by
-    # side, one core each (measured: 1.75 times the throughput of running them one after the other,
-    # each on two threads, because at proxy width a second thread speeds a step up by only 1.2-1.45
-    # times); with one thread, one after the other.  The text run's thread count is recorded: it is
-    # part of what makes a run reproducible.
+    # side, one core each (measured on the costliest lfm2-space genome: 200 probe steps and 50 text
+    # steps took 13.0 s together against 11.0 + 11.6 s alone, while a second thread speeds a text
+    # step up only 1.2-1.45 times); with one thread, one after the other.  The text run's thread
+    # count is recorded: it is part of what makes a run reproducible.
     run_device = resolve_device(device)
     side_by_side = probe is True and threads_given >= 2 and run_device.type == "cpu"
-    probe_box: list[ProbeResult] = []
-    probe_errors: list[BaseException] = []
-    timing["probe_s"] = 0.0
+    cancel = threading.Event()  # set when the text run fails or is interrupted: the probe stops too
 
-    def run_probe() -> None:
+    def run_probe() -> ProbeResult:
         def probe_progress(done: int, total: int) -> None:
             if progress:
                 progress("probe", done, total, float("nan"))
 
-        t0 = time.perf_counter()
-        try:
-            probe_box.append(recall_probe(config, seed, probe_settings, threads=torch.get_num_threads(),
-                                          device=str(run_device), progress=probe_progress, cancel=cancel))
-        except BaseException as err:  # re-raised in the calling thread
-            probe_errors.append(err)
-        timing["probe_s"] = time.perf_counter() - t0
+        return recall_probe(config, seed, probe_settings, threads=torch.get_num_threads(), device=str(run_device),
+                            progress=probe_progress, cancel=cancel)
 
-    prober: threading.Thread | None = None
-    cancel = threading.Event()  # set when the text run fails or is interrupted: the probe stops too
+    measured_here = probe is True
+    pool: ThreadPoolExecutor | None = None
+    pending: Future[ProbeResult] | None = None
     if side_by_side:
         torch.set_num_threads(1)
-        prober = threading.Thread(target=run_probe, name="recall-probe")
-        prober.start()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recall-probe")
+        pending = pool.submit(run_probe)
     elif probe is True:
-        run_probe()
-        if probe_errors:
-            raise probe_errors[0]
+        probe = run_probe()
     try:
         t0 = time.perf_counter()
         trainer = ProxyTrainer(config, TrainSettings(steps=fid.steps, lr=fid.lr, precision=precision), seed=seed,
@@ -271,8 +264,8 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
 
         data_s, train_s, first_step_s, loss = 0.0, 0.0, 0.0, float("nan")
         for step in range(fid.steps):
-            if probe_errors:
-                break
+            if pending is not None and pending.done() and pending.exception() is not None:
+                break  # the probe failed: its error is raised below
             t0 = time.perf_counter()
             inputs, targets = mixture.next_batch(fid.batch_tokens)
             t1 = time.perf_counter()
@@ -290,13 +283,12 @@ def evaluate(config: ArchConfig, fidelity: Fidelity | int | str = DEFAULT_FIDELI
         cancel.set()
         raise
     finally:
-        if prober is not None:
-            prober.join()
+        if pool is not None:
+            pool.shutdown(wait=True)
             torch.set_num_threads(threads_given)
-    if probe_errors:
-        raise probe_errors[0]
-    if probe_box:
-        probe = probe_box[0]
+    if pending is not None:
+        probe = pending.result()  # re-raises the probe's error, if it failed
+    timing["probe_s"] = probe.wall_s if measured_here and isinstance(probe, ProbeResult) else 0.0
     timing.update(data_s=data_s, train_s=train_s, first_step_s=first_step_s)
     if save_weights:
         from pathlib import Path

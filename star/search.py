@@ -167,10 +167,6 @@ class SearchSettings:
         settings.evaluator = asdict(EvaluatorSpec(**evaluator))
         settings.constraints = {metric: parse_amount(given[flag], "--" + flag.replace("_", "-"))
                                 for flag, metric in CONSTRAINT_FLAGS.items() if flag in given}
-        settings.seed_presets = list(settings.seed_presets or [])
-        settings.inject_faults = settings.inject_faults or ""
-        settings.storage = settings.storage or ""
-        settings.keep_weights = bool(settings.keep_weights)
         return settings
 
     def check_same_flags(self, flags: dict[str, Any]) -> None:
