@@ -23,6 +23,7 @@ from pathlib import Path
 
 from case_study_figures import layout  # benchmarks/ is on sys.path when a script there runs
 
+from star.machine import machine_name
 from star.objectives import Normaliser, format_value
 from star.pareto import dominates
 from star.presets import get_preset
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--results", default="benchmarks/case_study_rescore.jsonl", help="JSON-lines results")
     parser.add_argument("--jobs", type=int, default=2, help="evaluations at once, one process and thread each")
     args = parser.parse_args()
+    print(f"machine: {machine_name()}", flush=True)  # the CPU kind every figure below belongs to
 
     from star.evaluators.fidelity import get_fidelity
 

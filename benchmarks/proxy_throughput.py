@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from star.machine import cpu_name
+from star.machine import machine_name
 
 BATCH, SEQUENCE, WARMUP = 16, 256, 2
 
@@ -106,7 +106,7 @@ def main() -> None:
     import torch
 
     gpu = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
-    print(f"machine: {cpu_name()}{gpu}, {args.threads} threads, torch {torch.__version__}, "
+    print(f"machine: {machine_name()}{gpu}, {args.threads} threads, torch {torch.__version__}, "
           f"python {platform.python_version()}, device {args.device}")
     print(f"batch {BATCH} x {SEQUENCE} tokens, median of {args.steps} steps after {WARMUP} warm-up steps")
     default = run_worker("ours", args.steps, args.threads, device=args.device)

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from star.machine import machine_name
 from star.report import write_report
 from star.search import Search, SearchSettings, create_run
 from star.store import RunStore
@@ -26,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=int, default=500)
     args = parser.parse_args()
+    print(f"machine: {machine_name()}", flush=True)  # the CPU kind every figure below belongs to
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("needs Debian's chromium: apt-get install chromium")

@@ -34,6 +34,7 @@ from star.evaluators.fidelity import get_fidelity
 from star.evaluators.synthetic import evaluate_synthetic
 from star.evolution import Evolution, EvolutionSettings, final_front
 from star.genome import SearchSpace, genome_id
+from star.machine import machine_name
 from star.objectives import fit_normaliser, parse_objectives, screening_metrics
 from star.pareto import hypervolume
 from star.search_spaces import get_space
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--space", default="lfm2")
     parser.add_argument("--mf-seeds", type=int, default=10, help="seeds for part 2 (it is noisier)")
     args = parser.parse_args()
+    print(f"machine: {machine_name()}", flush=True)  # the CPU kind every figure below belongs to
     problem = Problem(get_space(args.space))
 
     print(f"part 1: hypervolume after {args.budget} evaluations, space {args.space}, {args.seeds} seeds "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ray
 
+from star.machine import machine_name
 from star.search import Search, SearchSettings, create_run
 
 
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--fidelity", default="64K")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    print(f"machine: {machine_name()}", flush=True)  # the CPU kind every figure below belongs to
     cores = os.cpu_count() or 1
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
     configs = [("1 worker x all cores", 1, cores), ("1 worker x 1 core", 1, 1),

@@ -32,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from star.arch import ArchConfig, BlockConfig, LongConvMixer, RecurrenceMixer
+from star.machine import machine_name
 from star.presets import get_preset, hybrid, lfm2_layout
 from star.scaling import to_proxy
 from star.stats import kendall_tau
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--train-on", help="train on these tasks or categories alone and score only them "
                                            "(default: the whole mixture, all 50 tasks scored)")
     args = parser.parse_args()
+    print(f"machine: {machine_name()}", flush=True)  # the CPU kind every figure below belongs to
 
     from star.evaluators.suite import get_fidelity
 

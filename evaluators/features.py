@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from star.arch import BlockConfig, IdentityMixer
+from star.arch import BlockConfig
 
 
 @dataclass(frozen=True)
@@ -46,5 +46,4 @@ def features(case: Case, weight_bytes: int = 4) -> tuple[float, float]:
 
 def block_kinds(block: BlockConfig) -> tuple[str, str]:
     """The keys of a block's two fixed costs: its mixer kind and its FFN kind."""
-    mixer = "mixer:identity" if isinstance(block.mixer, IdentityMixer) else f"mixer:{block.mixer.kind}"
-    return mixer, f"ffn:{block.ffn.kind}" if block.ffn is not None else "ffn:none"
+    return f"mixer:{block.mixer.kind}", f"ffn:{block.ffn.kind}" if block.ffn is not None else "ffn:none"

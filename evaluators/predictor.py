@@ -1,6 +1,6 @@
 """Latency predictions from a measured profile (`star profile`), by operator-level composition.
 
-For every unit and phase of the profile (see `profiler.py`), a small linear model
+For every unit and phase of the profile (see `measure.py` and `profiler.py`), a small linear model
 
     time = a + b · FLOPs + c · bytes moved
 
@@ -9,7 +9,7 @@ non-negative coefficients.  An architecture's prefill time is the sum over its b
 and FFN units at the prompt length, plus the embedding and the head; decode is the same sum at one
 token with the context in the cache.  The fit interpolates between the profiled widths and lengths,
 and extrapolates along the roofline-shaped features beyond them.  Calibrated on whole models
-(`profiler.calibrate`): fixed costs per block kind, a decode cost per weight byte for models that
+(`calibration.calibrate`): fixed costs per block kind, a decode cost per weight byte for models that
 fit the last-level cache, and a scale per width for models that do not.  A prediction never falls as
 the prompt or the context grows (`Profile._pass`): a model pushed out of the cache by a longer one takes
 at least the time it had at the longest length that fitted.
@@ -33,6 +33,7 @@ from .features import Case, block_kinds, features
 from .latency import peak_memory_bytes
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
+NOISY = 0.15  # a profile whose repeated measurements differed by more than this (median) was made on a busy machine
 
 
 @dataclass(frozen=True)
@@ -127,23 +128,29 @@ class Profile:
         self.weight_bytes = 4 if self.machine.get("dtype", "fp32") == "fp32" else 2
         self.llc_bytes = int(self.machine.get("llc_bytes", 32 * 2**20))
 
-    def check_machine(self) -> str | None:
-        """A warning when this profile was measured on another machine or torch version."""
-        import platform
+    def differences_here(self) -> list[str]:
+        """How this machine differs from the one the profile was measured on, in what changes
+        kernels and so timings (star.machine.KERNEL_FIELDS); empty where the profile applies."""
+        from star.machine import fingerprint, kernel_differences
 
-        from star.machine import cpu_name
+        return kernel_differences(self.machine.get("fingerprint"), fingerprint())
 
-        here = {"cpu": cpu_name(), "arch": platform.machine()}
-        try:
-            import torch
+    def noise_warning(self) -> str | None:
+        """One line when the profile was measured on a busy machine (calibration.timing_noise over NOISY)."""
+        noise = self.machine.get("timing_noise") or {}
+        if not noise or max(noise.values()) <= NOISY:
+            return None
+        shown = ", ".join(f"{phase} {100 * value:.0f}%" for phase, value in noise.items())
+        return (f"profile {self.path.name} was measured on a busy machine: passes of one model differed by a median "
+                f"{shown} (under {100 * NOISY:.0f}% when idle), so its predictions are as uncertain; profile again "
+                "when the machine is idle")
 
-            here["torch"] = torch.__version__
-        except ImportError:
-            pass
-        different = [f"{k} {self.machine.get(k)!r} (here {v!r})" for k, v in here.items() if self.machine.get(k) != v]
-        if different:
-            return f"profile {self.path.name} was measured elsewhere: " + ", ".join(different)
-        return None
+    def measured_on(self) -> str:
+        """The CPU kind the profile was measured on, in one phrase."""
+        from star.machine import cpu_kind
+
+        recorded = self.machine.get("fingerprint")
+        return cpu_kind(recorded) if recorded else f"{self.machine.get('cpu', 'an unrecorded CPU')} (no fingerprint)"
 
     def _unit_ms(self, case: Case, cache: str) -> tuple[float, float]:
         """(median ms, p95 ms) of one unit call: the fits at the two profiled widths around the case's
@@ -223,7 +230,7 @@ class Profile:
         return _with_fixed(scale * median, fixed), _with_fixed(scale * p95, fixed)
 
     def _cold_scale(self, phase: str, width: int) -> float:
-        """The calibrated whole-model over cold-units ratio (profiler.cold_scales), interpolated in log
+        """The calibrated whole-model over cold-units ratio (calibration.cold_scales), interpolated in log
         width between calibrated widths (the nearest outside them); older profiles have one number."""
         scale = self.machine.get("cold_scale", {}).get(phase, 1.0)
         if not isinstance(scale, dict):
@@ -239,7 +246,7 @@ class Profile:
         return below[1] + share * (above[1] - below[1])
 
     def _block_overhead_ms(self, config: ArchConfig, phase: str) -> float:
-        """The calibrated fixed cost of the model's blocks beyond their units (profiler.block_overheads);
+        """The calibrated fixed cost of the model's blocks beyond their units (calibration.block_overheads);
         profiles calibrated before per-kind overheads carry one constant per block."""
         per_kind = self.machine.get("block_overhead_ms", {}).get(phase)
         if per_kind is None:
@@ -258,11 +265,55 @@ class Profile:
                                                  float(self.machine.get("runtime_bytes", 0.0)))}
 
 
+HERE = "here"  # the profile made on this machine: star profile's own, else a shipped one that matches it
+
+
+def machine_profile_path(quick: bool = False) -> Path:
+    """Where `star profile` without -o keeps this machine's profile: the user's cache folder, one file
+    per CPU fingerprint (so a home folder shared by different machines holds one for each)."""
+    from star.machine import cache_dir, fingerprint, fingerprint_key
+
+    name = f"{fingerprint_key(fingerprint())}{'-quick' if quick else ''}.parquet"
+    return cache_dir() / "profiles" / name
+
+
 def load_profile(name_or_path: str) -> Profile:
-    """A shipped profile by name (evaluators/profiles/NAME.parquet) or a file."""
-    shipped = PROFILES_DIR / f"{name_or_path}.parquet"
-    profile = Profile(shipped if shipped.is_file() else name_or_path)
-    warning = profile.check_machine()
-    if warning:
-        warnings.warn(warning, stacklevel=2)
-    return profile
+    """A profile for predictions: `here` (this machine's: the full one `star profile` made, else its
+    quick one, else a shipped profile measured on this CPU kind), a shipped profile by name
+    (evaluators/profiles/NAME.parquet) or a file.
+
+    A profile used for `here` must have been measured on this CPU kind, or it is refused (StarError,
+    one line): timings do not carry across CPUs (a Zen 4 profile predicted a Zen 3's decode 2-3x too
+    fast).  A profile named explicitly is the user's choice: a mismatch is a warning."""
+    from star.machine import cpu_kind, fingerprint
+
+    if name_or_path != HERE:
+        shipped = PROFILES_DIR / f"{name_or_path}.parquet"
+        profile = Profile(shipped if shipped.is_file() else name_or_path)
+        differences = profile.differences_here()
+        if differences:
+            warnings.warn(f"profile {profile.path.name} was measured on {profile.measured_on()}, not on this CPU "
+                          f"({'; '.join(differences)}): its predictions may be far off here", stacklevel=2)
+        if profile.noise_warning():
+            warnings.warn(profile.noise_warning(), stacklevel=2)
+        return profile
+    candidates = [machine_profile_path(), machine_profile_path(quick=True)]
+    for path in candidates:
+        if path.is_file():
+            profile = Profile(path)
+            differences = profile.differences_here()
+            if differences:  # a cache copied from, or shared with, another machine
+                raise StarError(f"profile {path} was measured on {profile.measured_on()}, not on this CPU "
+                                f"({'; '.join(differences)}): make one here with `star profile --quick` (about "
+                                "2 min), or name the profile with --profile to use it anyway")
+            if profile.noise_warning():
+                warnings.warn(profile.noise_warning(), stacklevel=2)
+            return profile
+    for path in sorted(PROFILES_DIR.glob("*.parquet")):
+        profile = Profile(path)
+        if not profile.differences_here():
+            return profile
+    shipped = Profile(PROFILES_DIR / "dev-cpu.parquet")
+    raise StarError(f"no latency profile for this CPU, {cpu_kind(fingerprint())}: make one with `star profile "
+                    "--quick` (about 2 min; `star profile` for the full one, about 14 min), or name a profile "
+                    f"(--profile dev-cpu, measured on {shipped.measured_on()}) to use it anyway")

@@ -31,7 +31,7 @@ import torch
 
 from star.arch import ArchConfig
 from star.errors import StarError
-from star.machine import cpu_name
+from star.machine import machine_name
 from star.validate import check_memory
 
 from .corpus import Corpus, bundled_corpus, user_corpus
@@ -192,7 +192,7 @@ def environment(corpus: Corpus, threads: int, precision: str, device: str) -> di
     return {
         "suite_version": SUITE_VERSION, "corpus": corpus.digest(), "torch": torch.__version__,
         "transformers": transformers.__version__, "python": platform.python_version(),
-        "machine": f"{platform.machine()} {cpu_name()}", "threads": str(threads), "precision": precision,
+        "machine": machine_name(), "threads": str(threads), "precision": precision,
         "device": device,
     }
 

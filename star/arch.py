@@ -39,7 +39,11 @@ MAX_FFN = 2**20
 MAX_POSITIONS = 2**24
 
 # --------------------------------------------------------------------------------------------------
-# Token mixers
+# Token mixers: one class per kind, and that class is the kind's whole registry entry.  Besides its
+# settings and exact accounting it names, as class attributes, its layout letter, the operator class
+# that runs it (in star.operators), the transformers layer type it exports as (None: not exportable)
+# and, in `profiled`, the settings a latency profile times at a width.  Adding a kind means one class
+# here, listed in MIXERS, one operator class, and their tests.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -48,7 +52,15 @@ class ShortConvMixer:
     """LFM2's double-gated short convolution: in_proj → (B, C, x); y = out_proj(C ⊙ conv(B ⊙ x))."""
 
     kind: ClassVar[str] = "short_conv"
+    letter: ClassVar[str] = "C"
+    operator: ClassVar[str | None] = "ShortConv"
+    hf_layer: ClassVar[str | None] = "conv"
     kernel: int = 3
+
+    @classmethod
+    def profiled(cls, width: int) -> list[ShortConvMixer]:
+        """The settings a latency profile times at `width` (LFM2's kernel)."""
+        return [cls(kernel=3)]
 
     def validate(self, hidden: int) -> None:
         _check(1 <= self.kernel <= 64, f"short_conv kernel must be in 1..64, got {self.kernel}")
@@ -70,7 +82,15 @@ class LongConvMixer:
     learned per-channel exponential decay, between the same two multiplicative gates as short_conv."""
 
     kind: ClassVar[str] = "long_conv"
+    letter: ClassVar[str] = "L"
+    operator: ClassVar[str | None] = "LongConv"
+    hf_layer: ClassVar[str | None] = None
     kernel: int = 128
+
+    @classmethod
+    def profiled(cls, width: int) -> list[LongConvMixer]:
+        """The settings a latency profile times at `width`."""
+        return [cls(kernel=128)]
 
     def validate(self, hidden: int) -> None:
         _check(2 <= self.kernel <= 8192, f"long_conv kernel must be in 2..8192, got {self.kernel}")
@@ -91,11 +111,27 @@ class AttentionMixer:
     """Grouped-query attention with RoPE, optional QK-norm and optional sliding window (0 = full)."""
 
     kind: ClassVar[str] = "attention"
+    letter: ClassVar[str] = "A"
+    operator: ClassVar[str | None] = "Attention"
+    hf_layer: ClassVar[str | None] = "full_attention"
     num_heads: int = 8
     num_kv_heads: int = 8
     head_dim: int = 64
     qk_norm: bool = True
     window: int = 0
+
+    @classmethod
+    def profiled(cls, width: int) -> list[AttentionMixer]:
+        """The settings a latency profile times at `width`: heads of 64 with 2 and 8 KV heads; from
+        width 1024 Qwen3's heads of 128 (twice the width in queries); up to width 256 the calibration
+        proxies' heads of 32 with 1 and 2 KV heads."""
+        heads = max(1, width // 64)
+        out = [cls(num_heads=heads, num_kv_heads=kv, head_dim=64) for kv in sorted({min(2, heads), min(8, heads)})]
+        if width >= 1024:
+            out.append(cls(num_heads=heads, num_kv_heads=8, head_dim=128))
+        if width <= 256:
+            out += [cls(num_heads=width // 32, num_kv_heads=kv, head_dim=32) for kv in (1, 2)]
+        return out
 
     def validate(self, hidden: int) -> None:
         _check(1 <= self.num_heads <= MAX_HEADS, f"attention num_heads must be in 1..{MAX_HEADS}, got {self.num_heads}")
@@ -132,8 +168,16 @@ class RecurrenceMixer:
     """Gated linear attention: a per-head scalar decay gate and a constant-size (head_dim²) state."""
 
     kind: ClassVar[str] = "recurrence"
+    letter: ClassVar[str] = "R"
+    operator: ClassVar[str | None] = "Recurrence"
+    hf_layer: ClassVar[str | None] = None
     num_heads: int = 4
     head_dim: int = 32
+
+    @classmethod
+    def profiled(cls, width: int) -> list[RecurrenceMixer]:
+        """The settings a latency profile times at `width`: heads of 64."""
+        return [cls(num_heads=max(1, width // 64), head_dim=64)]
 
     def validate(self, hidden: int) -> None:
         _check(1 <= self.num_heads <= MAX_HEADS and 1 <= self.head_dim <= MAX_HEAD_DIM,
@@ -160,6 +204,14 @@ class IdentityMixer:
     """No token mixing: the block is only its channel mixer (or nothing), which lets depth vary."""
 
     kind: ClassVar[str] = "identity"
+    letter: ClassVar[str] = "-"
+    operator: ClassVar[str | None] = None  # the block runs only its channel mixer
+    hf_layer: ClassVar[str | None] = None
+
+    @classmethod
+    def profiled(cls, width: int) -> list[IdentityMixer]:
+        """Nothing to time: the block's only cost is its channel mixer's."""
+        return []
 
     def validate(self, hidden: int) -> None:
         pass
@@ -176,13 +228,12 @@ class IdentityMixer:
 
 Mixer = ShortConvMixer | LongConvMixer | AttentionMixer | RecurrenceMixer | IdentityMixer
 MIXERS: dict[str, type] = {
-    m.kind: m for m in (ShortConvMixer, LongConvMixer, AttentionMixer, RecurrenceMixer, IdentityMixer)
+    m.kind: m for m in (ShortConvMixer, AttentionMixer, LongConvMixer, RecurrenceMixer, IdentityMixer)
 }
 
 # One letter per mixer kind, for a layout written as text ("CCAC..."): the command line and the report
 # both write layouts, and with one map they always agree.
-LAYOUT_LETTERS: dict[str, str] = {"short_conv": "C", "attention": "A", "long_conv": "L", "recurrence": "R",
-                                  "identity": "-"}
+LAYOUT_LETTERS: dict[str, str] = {kind: mixer.letter for kind, mixer in MIXERS.items()}
 
 
 def layout_letter(kind: str) -> str:

@@ -169,13 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to measure (default cpu)")
     p.add_argument("--threads", type=THREADS, help="torch threads (default: all this process may use)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and activations (default fp32)")
-    p.add_argument("--quick", action="store_true", help="a coarse grid (about a minute) instead of the full one")
-    p.add_argument("-o", "--out", required=True, help="Parquet file to write")
+    p.add_argument("--quick", action="store_true",
+                   help="a coarse grid and a lighter calibration (about 2 min on 2 cores) instead of the full one "
+                        "(about 14 min); good enough for search objectives")
+    p.add_argument("-o", "--out", help="Parquet file to write (default: this machine's profile in the user cache "
+                                       "folder, which `star predict` and `--device-profile here` use)")
 
     p = sub.add_parser("predict", help="predicted latency and memory of an architecture on a profiled device")
     _add_source(p)
-    p.add_argument("--profile", default="dev-cpu", help="a profile file, a shipped one by name (default dev-cpu), or "
-                                                         "a roofline model: ryzen-hx370, s24-ultra")
+    p.add_argument("--profile", default="here",
+                   help="here (default: the profile made on this machine by star profile, or a shipped one measured "
+                        "on this CPU kind; refused if there is none), a profile file, a shipped one by name "
+                        "(dev-cpu), or a roofline model: ryzen-hx370, s24-ultra")
     p.add_argument("--prompt", type=TOKENS, default=1024, help="prompt tokens for time to first token (default 1024)")
     p.add_argument("--context", type=TOKENS, default=4096, help="context for decode and memory (default 4096)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -228,7 +233,8 @@ def _add_search_parser(sub: Any) -> None:
         p.add_argument("--" + flag.replace("_", "-"), metavar="LIMIT",
                        help=f"constraint: {metric} at most LIMIT (e.g. 400M, 2GiB, 20)")
     p.add_argument("--device-profile", help="device for ttft_ms/decode_ms/peak_memory: ryzen-hx370 (default) or "
-                                            "s24-ultra (roofline models), dev-cpu or a star profile file (measured)")
+                                            "s24-ultra (roofline models); here (this machine's profile, from star "
+                                            "profile), dev-cpu or a star profile file (measured)")
     p.add_argument("--prompt", type=TOKENS, help="prompt tokens for ttft_ms (default 1024)")
     p.add_argument("--context", type=TOKENS, help="context for decode_ms, cache_bytes, peak_memory (default 4096)")
     p.add_argument("--evaluator", choices=("suite", "synthetic"),
@@ -782,11 +788,17 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from star.errors import StarError
+    from star.evaluators.predictor import Profile, machine_profile_path
     from star.evaluators.profiler import profile
+    from star.search_spaces import calibration_proxies
     from star.validate import check_output_file
 
     if args.threads is not None and args.threads < 1:
         raise StarError(f"--threads must be >= 1, got {args.threads}")
+    if args.out is None:
+        target = machine_profile_path(quick=args.quick)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        args.out = str(target)
     check_output_file(args.out, "-o")
     columns = (TextColumn("profiling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                TimeElapsedColumn())
@@ -796,8 +808,14 @@ def cmd_profile(args: argparse.Namespace) -> None:
         def progress(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=what)
 
-        rows = profile(args.out, args.device, args.threads, args.dtype, args.quick, progress)
-    print(f"wrote {args.out} ({rows} measurements)")
+        proxies = calibration_proxies(per_space=8 if args.quick else 16)
+        rows = profile(args.out, proxies, args.device, args.threads, args.dtype, args.quick, progress)
+    made = Profile(args.out)
+    noise = made.machine.get("timing_noise", {})
+    print(f"wrote {args.out} ({rows} measurements; {made.measured_on()}; timing noise, median spread of repeated "
+          f"whole-model measurements: {', '.join(f'{k} {100 * v:.0f}%' for k, v in noise.items()) or 'not measured'})")
+    if made.noise_warning():
+        sys.stderr.write(f"star: warning: {made.noise_warning()}\n")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -824,7 +842,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         # the calibration's raw measurements (every model's JSON) stay in the profile file
         source = str(profile.path)
         machine = {key: value for key, value in profile.machine.items() if key != "calibration_runs"}
-        where = f"{machine.get('cpu')} ({machine.get('threads')} threads, {machine.get('dtype')})"
+        where = f"{profile.measured_on()}, {machine.get('threads')} threads, {machine.get('dtype')}"
         p95_basis = "measured: each unit's p95/median ratio in the profile"
     out = {"architecture": config.name, "profile": source, "prompt": args.prompt, "context": args.context,
            "prefill_ms": result["ttft_ms"], "prefill_tok_s": result["prefill_tok_s"],

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from star.arch import ArchConfig, AttentionMixer, ShortConvMixer, SwiGLUFFN
+from star.arch import MIXERS, ArchConfig, AttentionMixer, ShortConvMixer, SwiGLUFFN
 from star.errors import StarError
 from star.validate import MAX_JSON_BYTES, check_memory, read_regular_file
 
@@ -32,8 +32,9 @@ def hf_family(config: ArchConfig) -> str:
 def _hf_refusals(config: ArchConfig) -> list[str]:
     reasons = []
     for i, block in enumerate(config.blocks):
-        if not isinstance(block.mixer, ShortConvMixer | AttentionMixer):
-            reasons.append(f"block {i} uses a {block.mixer.kind} mixer (only short_conv and attention map)")
+        if block.mixer.hf_layer is None:
+            mappable = ", ".join(kind for kind, mixer in MIXERS.items() if mixer.hf_layer)
+            reasons.append(f"block {i} uses a {block.mixer.kind} mixer (only {mappable} map)")
         if not isinstance(block.ffn, SwiGLUFFN):
             reasons.append(f"block {i} has no SwiGLU feed-forward")
         if block.share_weights_with is not None or block.share_kv_with is not None:
@@ -85,7 +86,7 @@ def to_hf_config(config: ArchConfig) -> Any:
     else:  # all-conv: transformers still wants head counts; any divisor of the width will do
         heads = kv_heads = 1
     kernel = next(b.mixer.kernel for b in config.blocks if isinstance(b.mixer, ShortConvMixer))
-    layer_types = ["full_attention" if isinstance(b.mixer, AttentionMixer) else "conv" for b in config.blocks]
+    layer_types = [b.mixer.hf_layer for b in config.blocks]
     return Lfm2Config(**common, num_attention_heads=heads, num_key_value_heads=kv_heads, norm_eps=config.norm_eps,
                       conv_L_cache=kernel, conv_bias=False, block_auto_adjust_ff_dim=False,
                       layer_types=layer_types, architectures=["Lfm2ForCausalLM"])

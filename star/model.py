@@ -13,43 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from star.arch import (
-    MLPFFN,
-    ArchConfig,
-    AttentionMixer,
-    BlockConfig,
-    IdentityMixer,
-    LongConvMixer,
-    RecurrenceMixer,
-    ShortConvMixer,
-    SwiGLUFFN,
-)
-from star.operators import (
-    MLP,
-    Attention,
-    Context,
-    LongConv,
-    Recurrence,
-    RMSNorm,
-    ShortConv,
-    SwiGLU,
-    init_weights,
-)
+from star import operators
+from star.arch import MLPFFN, ArchConfig, BlockConfig, SwiGLUFFN
+from star.operators import MLP, Attention, Context, RMSNorm, SwiGLU, init_weights
 
 
 def build_mixer(config: ArchConfig, block: BlockConfig) -> nn.Module | None:
-    d, mixer = config.hidden_size, block.mixer
-    if isinstance(mixer, ShortConvMixer):
-        return ShortConv(d, mixer)
-    if isinstance(mixer, LongConvMixer):
-        return LongConv(d, mixer)
-    if isinstance(mixer, AttentionMixer):
-        return Attention(d, mixer, config.rope_theta, config.norm_eps, kv_source=block.share_kv_with)
-    if isinstance(mixer, RecurrenceMixer):
-        return Recurrence(d, mixer, config.norm_eps)
-    if isinstance(mixer, IdentityMixer):
+    """The operator class the block's mixer kind names (star.arch: `operator`), or None for a kind
+    with no module (identity): the mixer registry is the arch classes, no chain of kinds here."""
+    if block.mixer.operator is None:
         return None
-    raise TypeError(f"no module for mixer {mixer!r}")
+    return getattr(operators, block.mixer.operator).from_block(config, block)
 
 
 def build_ffn(config: ArchConfig, block: BlockConfig) -> nn.Module | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from star.arch import ArchConfig
 from star.errors import StarError
+from star.evaluators.static import static_metrics
 
 REFERENCE = 1.1
 
@@ -96,30 +97,40 @@ def violation(constraints: Sequence[Constraint], metrics: Mapping[str, float]) -
 
 @functools.cache
 def predictor_for(device: str) -> Callable[[ArchConfig, int, int], dict[str, float]]:
-    """A roofline device model by name (evaluators/latency.py), else a measured profile by name or path."""
+    """A roofline device model by name (evaluators/latency.py), else a measured profile: `here` (this
+    machine's own), a shipped one by name or a file (predictor.load_profile says which are refused)."""
     from star.evaluators.latency import DEVICES, predict
 
     if device in DEVICES:
         return functools.partial(predict, device=DEVICES[device])
     from pathlib import Path
 
-    from star.evaluators.predictor import PROFILES_DIR, load_profile
+    from star.evaluators.predictor import HERE, PROFILES_DIR, load_profile
 
     shipped = sorted(p.stem for p in PROFILES_DIR.glob("*.parquet"))
-    if device not in shipped and not Path(device).is_file() and not device.endswith(".parquet"):
-        raise StarError(f"unknown device profile {device!r}: give a roofline model ({', '.join(DEVICES)}), a shipped "
-                        f"profile ({', '.join(shipped) or 'none'}) or a profile file from star profile")
+    if device not in [HERE, *shipped] and not Path(device).is_file() and not device.endswith(".parquet"):
+        raise StarError(f"unknown device profile {device!r}: give a roofline model ({', '.join(DEVICES)}), {HERE} "
+                        f"(this machine's profile), a shipped profile ({', '.join(shipped) or 'none'}) or a profile "
+                        "file from star profile")
     return load_profile(device).predict
 
 
+def device_measured_on(device: str) -> str:
+    """Where the device metrics come from, in one phrase: a roofline model, or the CPU kind a
+    measured profile was timed on (a run records it: `here` means a different profile on each machine)."""
+    predictor = predictor_for(device)
+    if isinstance(predictor, functools.partial):
+        return f"{device}: a roofline model, not a measurement"
+    return f"{predictor.__self__.path.name}: measured on {predictor.__self__.measured_on()}"
+
+
 def screening_metrics(config: ArchConfig, device: str, prompt: int, context: int) -> dict[str, float]:
-    """Every objective and constraint metric except quality: exact accounting plus device predictions."""
+    """Every objective and constraint metric except quality: exact accounting (evaluators.static, in
+    bf16 cache bytes) plus device predictions."""
+    exact = static_metrics(config, context, prompt=prompt)
     return {
-        "params": float(config.params()),
-        "non_embedding_params": float(config.non_embedding_params()),
-        "cache_bytes": float(config.cache_bytes(context)),
-        "prefill_flops": float(config.flops(prompt, 0)),
-        "decode_flops": float(config.flops(1, context)),
+        **{name: float(exact[name]) for name in ("params", "non_embedding_params", "cache_bytes", "prefill_flops")},
+        "decode_flops": float(exact["decode_flops_per_token"]),
         **predictor_for(device)(config, prompt=prompt, context=context),
     }
 

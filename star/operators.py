@@ -24,7 +24,9 @@ from torch import Tensor, nn
 
 from star.arch import (
     MLPFFN,
+    ArchConfig,
     AttentionMixer,
+    BlockConfig,
     LongConvMixer,
     RecurrenceMixer,
     ShortConvMixer,
@@ -67,6 +69,11 @@ class RMSNorm(nn.Module):
 class ShortConv(nn.Module):
     """Double-gated short convolution (LFM2): a first-order system whose impulse response ends after
     `kernel` steps, so its decode state is just the last kernel-1 gated inputs."""
+
+    @classmethod
+    def from_block(cls, config: ArchConfig, block: BlockConfig) -> ShortConv:
+        """The operator for a block whose mixer names this class (star.arch: `operator`)."""
+        return cls(config.hidden_size, block.mixer)
 
     def __init__(self, hidden: int, config: ShortConvMixer) -> None:
         super().__init__()
@@ -158,6 +165,11 @@ class Attention(nn.Module):
     values its source published in `ctx.shared_kv` during the same call."""
 
     matmul_attention_max = 512  # longest causal sequence attended with explicit matmuls (see above)
+
+    @classmethod
+    def from_block(cls, config: ArchConfig, block: BlockConfig) -> Attention:
+        """The operator for a block whose mixer names this class (star.arch: `operator`)."""
+        return cls(config.hidden_size, block.mixer, config.rope_theta, config.norm_eps, kv_source=block.share_kv_with)
 
     def __init__(self, hidden: int, config: AttentionMixer, rope_theta: float, eps: float,
                  kv_source: int | None = None) -> None:
@@ -265,6 +277,11 @@ class Recurrence(nn.Module):
     a chunk); decoding keeps the (head_dim × head_dim) state per head, whatever the context."""
 
     chunk = 64
+
+    @classmethod
+    def from_block(cls, config: ArchConfig, block: BlockConfig) -> Recurrence:
+        """The operator for a block whose mixer names this class (star.arch: `operator`)."""
+        return cls(config.hidden_size, block.mixer, config.norm_eps)
 
     def __init__(self, hidden: int, config: RecurrenceMixer, eps: float) -> None:
         super().__init__()

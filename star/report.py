@@ -23,15 +23,17 @@ import json
 from itertools import combinations
 from typing import Any
 
-from star.arch import ArchConfig, layout_letter
+from star.arch import MIXERS, ArchConfig, layout_letter
 from star.evolution import Archive, Candidate
 from star.objectives import OBJECTIVES, Normaliser, format_value
 from star.pareto import hypervolume
 from star.queries import best_per_genome, front_rows, top_rung
 from star.store import EVALUATIONS, RunStore
 
-OPERATORS = ("short_conv", "attention", "long_conv", "recurrence", "identity")
-OPERATOR_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#dddddd")
+OPERATORS = tuple(MIXERS)  # every mixer kind, in the registry's order; a kind this version lacks shows as the last
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+OPERATOR_COLOURS = tuple("#dddddd" if kind == "identity" else _PALETTE[i % len(_PALETTE)]
+                         for i, kind in enumerate(OPERATORS))
 FRONT_COLOUR, OTHER_COLOUR, SEED_COLOUR = "#ff7f0e", "#b0b0b0", "#000000"
 
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from star.arch import ArchConfig, AttentionMixer, BlockConfig, RecurrenceMixer
+from star.arch import ArchConfig, BlockConfig
 
 PROXY_FACTOR = 32
 PROXY_HEAD_DIM = 16
 PROXY_VOCAB = 512
 PROXY_MAX_POSITIONS = 4096
+# The latency calibration's proxy shape (width 128, heads of 32), fixed rather than taken from the
+# quality proxies' defaults above, so that a profile measures the same models as before those changed.
+LATENCY_PROXY = {"hidden": 128, "head_dim": 32}
 FFN_MULTIPLE = 16
 
 
@@ -47,13 +50,12 @@ def to_proxy(config: ArchConfig, hidden: int | None = None, vocab: int = PROXY_V
 
 def _scale_block(block: BlockConfig, old: int, new: int, head_dim: int) -> BlockConfig:
     mixer = block.mixer
-    if isinstance(mixer, AttentionMixer):
+    if hasattr(mixer, "num_heads"):  # any mixer with heads (attention, recurrence): by its fields, not its kind
         heads = _scaled_heads(mixer.num_heads * mixer.head_dim, old, new, head_dim)
-        mixer = replace(mixer, num_heads=heads, head_dim=head_dim,
-                        num_kv_heads=_kv_heads(heads, mixer.num_heads // mixer.num_kv_heads))
-    elif isinstance(mixer, RecurrenceMixer):
-        mixer = replace(mixer, num_heads=_scaled_heads(mixer.num_heads * mixer.head_dim, old, new, head_dim),
-                        head_dim=head_dim)
+        changes = {"num_heads": heads, "head_dim": head_dim}
+        if hasattr(mixer, "num_kv_heads"):  # grouped-query: keep the group size where it divides
+            changes["num_kv_heads"] = _kv_heads(heads, mixer.num_heads // mixer.num_kv_heads)
+        mixer = replace(mixer, **changes)
     ffn = block.ffn
     if ffn is not None:
         # ceil(hidden · new / old / 16) · 16 in exact integer arithmetic.

@@ -29,11 +29,12 @@ from star.errors import StarError
 from star.evolution import SELECTIONS, Evolution, EvolutionSettings, Proposal
 from star.executor import EvalJob, EvaluatorSpec, FaultPlan, Outcome, RayExecutor
 from star.genome import SearchSpace, genome_id
-from star.machine import machine_name
+from star.machine import fingerprint, machine_name
 from star.objectives import (
     Constraint,
     Normaliser,
     Objective,
+    device_measured_on,
     fit_normaliser,
     parse_objectives,
     screening_metrics,
@@ -707,6 +708,7 @@ def create_run(folder: str | Path, settings: SearchSettings) -> RunStore:
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["star", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("star") else "",
         "settings": asdict(settings), "normaliser": normaliser.to_dict(), "score_columns": score_columns,
-        "versions": versions(), "machine": machine_name(),
+        "versions": versions(), "machine": machine_name(), "fingerprint": fingerprint(with_torch=False),
+        "device_measured_on": device_measured_on(settings.device_profile),
     }
     return RunStore.create(folder, manifest)

@@ -1,11 +1,14 @@
 """Running the `star` command in a subprocess, and the contract every bad-input error keeps."""
 
+import os
 import subprocess
 import sys
 
 
-def star(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "star.cli", *args], capture_output=True, text=True)
+def star(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`star ARGS` in a new process; `env` adds to (or overrides) this process's environment."""
+    return subprocess.run([sys.executable, "-m", "star.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **env} if env else None)
 
 
 def assert_bad_input(result: subprocess.CompletedProcess, *needles: str) -> None:

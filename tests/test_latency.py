@@ -3,7 +3,6 @@
 import functools
 import json
 import random
-import warnings
 from itertools import pairwise
 
 import pyarrow.parquet as pq
@@ -15,11 +14,13 @@ from hypothesis import strategies as st
 from star.arch import ArchConfig
 from star.errors import StarError
 from star.evaluators.latency import DEVICES, predict
-from star.evaluators.predictor import PROFILES_DIR, Profile, load_profile
-from star.evaluators.profiler import LATENCY_PROXY, Grid, measure_peak_memory, profile
+from star.evaluators.measure import Grid, measure_peak_memory
+from star.evaluators.predictor import PROFILES_DIR, Profile
+from star.evaluators.profiler import profile
+from star.machine import cpu_kind, fingerprint, fingerprint_key, kernel_differences
 from star.presets import get_preset
-from star.scaling import to_proxy
-from star.search_spaces import get_space
+from star.scaling import LATENCY_PROXY, to_proxy
+from star.search_spaces import calibration_proxies, get_space
 
 # Widths 128 and 512: the cold-scale calibration runs models 512 to 2048 wide, and fits made only at
 # 64 and 128 extrapolated their decode 3-6x too slow (scales 0.15-0.4, flaky against the bound below).
@@ -35,7 +36,7 @@ def calibration_proxy(preset: str):
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory):
     path = tmp_path_factory.mktemp("profile") / "tiny.parquet"
-    profile(str(path), threads=1, quick=True, grid=TINY)
+    profile(str(path), calibration_proxies(per_space=8), threads=1, quick=True, grid=TINY)
     return path
 
 
@@ -48,7 +49,8 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
         assert (unit, "prefill") in units and (unit, "decode") in units
     assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in rows)
     machine = json.loads(table.schema.metadata[b"star.profile"])
-    assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["torch"] and machine["cpu"]
+    assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["grid"] == "custom"
+    assert machine["fingerprint"] == fingerprint()  # the CPU kind, its kernel ISA, torch's kernels and version
     assert {r["cache"] for r in rows} == {"warm", "cold"}
     overhead = machine["block_overhead_ms"]  # measured on whole models: decode per mixer and FFN kind
     assert set(overhead) == {"prefill", "decode"} and set(overhead["prefill"]) == {"block"}
@@ -220,7 +222,7 @@ def test_a_fit_ignores_one_far_outlier():
 def test_passes_repeat_only_the_models_whose_measurements_disagree():
     """Real measurements in forked processes: with no tolerance every model is measured up to the
     limit; with a tolerance no timing can exceed, the first passes are all."""
-    from star.evaluators.profiler import measure_in_passes
+    from star.evaluators.measure import measure_in_passes
 
     models = [get_preset("conv-proxy"), get_preset("attention-proxy")]
     strict = measure_in_passes(models, 16, 64, passes=2, most=3, spread=0.0, reps=2, threads=1)
@@ -231,7 +233,7 @@ def test_passes_repeat_only_the_models_whose_measurements_disagree():
 
 
 def test_a_failed_measurement_is_one_error_and_the_next_one_works():
-    from star.evaluators.profiler import _in_fresh_process, measure_model
+    from star.evaluators.measure import _in_fresh_process, measure_model
 
     config = get_preset("conv-proxy")
     with pytest.raises(StarError, match="measuring conv-proxy failed: TypeError"):
@@ -266,19 +268,98 @@ def test_predicted_peak_memory_matches_the_measured_peak_rss(tiny_profile, prese
         assert 0.9 * cache_growth < growth < 1.3 * cache_growth
 
 
-def test_a_profile_from_another_machine_warns(tiny_profile, tmp_path):
-    table = pq.read_table(tiny_profile)
+def _with_fingerprint(source, target, noise: float = 0.05, **changes) -> None:
+    """A copy of the profile at `source`, its recorded CPU fingerprint changed, written to `target`,
+    with the timing noise of an idle machine (`noise`): the tiny profile's own depends on how busy
+    the test machine was, and its warning is the next test's subject, not these."""
+    table = pq.read_table(source)
     machine = json.loads(table.schema.metadata[b"star.profile"])
-    other = tmp_path / "other.parquet"
-    pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps({**machine, "cpu": "Exynos 2400"})}),
-                   other)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        load_profile(str(other))
-    assert any("Exynos 2400" in str(w.message) for w in caught)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        load_profile(str(tiny_profile))  # same machine: no warning
+    machine["fingerprint"] = {**machine["fingerprint"], **changes}
+    machine["timing_noise"] = {"prefill": noise, "decode": noise}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps(machine)}), target)
+
+
+def test_a_profile_from_another_cpu_kind_is_refused_unless_named(tiny_profile, tmp_path):
+    """`star predict` uses this machine's own profile (the user cache) by default.  One whose recorded
+    CPU differs in kernel instruction sets (a cache copied from, or shared with, another machine) is
+    refused with one line that says what differs and what to run; named with --profile, it is the
+    user's choice and only warned about.  The same profile, unaltered, is used without a word."""
+    cache = tmp_path / "cache"
+    own = cache / "profiles" / f"{fingerprint_key(fingerprint())}.parquet"
+    isa = fingerprint()["isa"]
+    other_isa = [flag for flag in isa if flag != "avx2"] + (["amx_tile"] if "amx_tile" not in isa else [])
+    _with_fingerprint(tiny_profile, own, isa=other_isa)
+    args = ("predict", "--preset", "lfm2-proxy", "--prompt", "64", "--context", "256")
+    env = {"STAR_CACHE_DIR": str(cache)}
+    assert_bad_input(star(*args, env=env), "measured on", "ISA", "star profile --quick")
+    named = star(*args, "--profile", str(own), env=env)
+    assert named.returncode == 0, named.stderr
+    warning = named.stderr.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("star: warning: ") and "ISA" in warning[0], named.stderr
+    _with_fingerprint(tiny_profile, own)  # this machine's fingerprint, as star profile writes it
+    plain = star(*args, "--json", env=env)
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    assert json.loads(plain.stdout)["profile"] == str(own)
+
+
+def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
+    """The profile records how far repeated whole-model measurements disagreed while it was made
+    (a quick profile times four of its calibration proxies three times for this); where that spread
+    is over 15%, every use of the profile warns in one line, and `star profile` says it at the end."""
+    machine = json.loads(pq.read_table(tiny_profile).schema.metadata[b"star.profile"])
+    assert sum(len(run["rounds"]) == 3 for run in machine["calibration_runs"]) == 4
+    assert set(machine["timing_noise"]) == {"prefill", "decode"}
+    assert all(value >= 0 for value in machine["timing_noise"].values())
+    busy, idle = tmp_path / "busy.parquet", tmp_path / "idle.parquet"
+    _with_fingerprint(tiny_profile, busy, noise=0.4)
+    _with_fingerprint(tiny_profile, idle, noise=0.08)
+    args = ("predict", "--preset", "lfm2-proxy", "--prompt", "64", "--context", "256", "--profile")
+    warned = star(*args, str(busy))
+    assert warned.returncode == 0, warned.stderr
+    lines = warned.stderr.strip().splitlines()
+    assert len(lines) == 1 and "busy machine" in lines[0] and "decode 40%" in lines[0], warned.stderr
+    quiet = star(*args, str(idle))
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+def test_lowered_kernels_find_no_profile_for_this_machine(tiny_profile, tmp_path):
+    """Torch told to dispatch to its generic kernels (ATEN_CPU_CAPABILITY=default) is, for timing,
+    another machine: the profile made with the CPU's own kernels no longer applies, and nothing
+    falls back silently to a profile measured elsewhere."""
+    cache = tmp_path / "cache"
+    _with_fingerprint(tiny_profile, cache / "profiles" / f"{fingerprint_key(fingerprint())}.parquet")
+    result = star("predict", "--preset", "lfm2-proxy", env={"STAR_CACHE_DIR": str(cache),
+                                                            "ATEN_CPU_CAPABILITY": "default"})
+    assert_bad_input(result, "no latency profile for this CPU", "torch kernels DEFAULT", "star profile --quick")
+
+
+def test_the_shipped_profile_is_used_only_on_the_cpu_kind_it_was_measured_on(tmp_path):
+    """With no profile of its own, `star predict` falls back to a shipped profile only where that one
+    was measured on this CPU kind; elsewhere it refuses, naming the shipped one as the explicit way."""
+    result = star("predict", "--preset", "lfm2-proxy", "--json", env={"STAR_CACHE_DIR": str(tmp_path)})
+    shipped = Profile(PROFILES_DIR / "dev-cpu.parquet")
+    if shipped.differences_here():
+        assert_bad_input(result, "no latency profile for this CPU", "--profile dev-cpu", shipped.measured_on())
+    else:
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert json.loads(result.stdout)["profile"].endswith("dev-cpu.parquet")
+
+
+def test_machine_identity_names_the_cpu_kind():
+    """Two CPUs that both call themselves 'AMD EPYC' are told apart by family and model, and the
+    kernel fields say what differs."""
+    zen3 = {"arch": "x86_64", "vendor": "AuthenticAMD", "family": "25", "model": "1", "model_name": "AMD EPYC",
+            "isa": ["avx2", "fma"], "kernels": "AVX2", "torch": "2.13.0+cpu", "cpus": 2}
+    zen4 = {**zen3, "model": "17", "isa": ["avx2", "fma", "avx512f", "avx512_bf16"], "kernels": "AVX512"}
+    assert "Zen 3" in cpu_kind(zen3) and "AVX2" in cpu_kind(zen3)
+    assert "Zen 4" in cpu_kind(zen4) and "AVX-512 bf16" in cpu_kind(zen4)
+    differences = kernel_differences(zen4, zen3)
+    assert differences == ["model '17' there, '1' here", "ISA avx512f, avx512_bf16 there, not here",
+                           "kernels 'AVX512' there, 'AVX2' here"]
+    assert fingerprint_key(zen3) != fingerprint_key(zen4)
+    assert fingerprint_key(zen3) == fingerprint_key({**zen3, "cpus": 64, "model_name": "renamed"})
+    assert kernel_differences(None, zen3) and kernel_differences(zen3, dict(zen3)) == []
 
 
 def test_star_predict_json_keys_and_bad_profiles(tiny_profile, tmp_path):
@@ -289,7 +370,7 @@ def test_star_predict_json_keys_and_bad_profiles(tiny_profile, tmp_path):
     for key in ("prefill_ms", "decode_ms_per_token", "decode_ms_p95", "peak_memory_bytes"):
         assert out[key] > 0
     # the machine and the fitted constants, not the calibration's raw measurements (kilobytes of JSON)
-    assert out["machine"]["cpu"] and "block_overhead_ms" in out["machine"]
+    assert out["machine"]["fingerprint"]["isa"] and "block_overhead_ms" in out["machine"]
     assert "calibration_runs" not in out["machine"]
     assert_bad_input(star("predict", "--preset", "lfm2-proxy", "--profile", str(tmp_path / "none.parquet")),
                      "does not exist")

@@ -7,7 +7,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from star import operators
 from star.arch import (
+    LAYOUT_LETTERS,
+    MIXERS,
     MLPFFN,
     ArchConfig,
     AttentionMixer,
@@ -358,3 +361,26 @@ def test_bf16_autocast_gives_finite_logits(name):
     scale = reference.abs().mean()  # bf16-sized errors (a few percent), not garbage
     assert (logits.float() - reference).abs().mean() < 0.05 * scale
     assert (stepped.float() - reference[:, -2:]).abs().mean() < 0.05 * scale
+
+
+@pytest.mark.parametrize("kind", list(MIXERS))
+def test_every_mixer_kind_is_one_registry_entry(kind):
+    """A mixer kind's config class says everything the rest of star asks of a kind: its layout letter,
+    the operator class that runs it (built by the model from that name alone), the transformers
+    layer it exports as, and the settings a latency profile times.  Each is checked here, so a new
+    kind that forgets one fails this test and not a search hours later."""
+    mixer = MIXERS[kind]
+    assert mixer.kind == kind and LAYOUT_LETTERS[kind] == mixer.letter and len(mixer.letter) == 1
+    assert mixer.hf_layer in (None, "conv", "full_attention")  # transformers' Lfm2 layer types
+    settings = mixer.profiled(128) or [mixer()]
+    for spec in settings:
+        assert isinstance(spec, mixer)
+        spec.validate(128)
+        config = ArchConfig(hidden_size=128, vocab_size=64, blocks=(BlockConfig(spec, SwiGLUFFN(hidden=256)),))
+        module = StarLM(config).layers[0].mixer
+        if mixer.operator is None:
+            assert module is None
+        else:
+            assert type(module) is getattr(operators, mixer.operator)
+            assert sum(p.numel() for p in module.parameters()) == spec.params(128)
+    assert (mixer.operator is None) == (mixer.profiled(128) == [])  # what runs is what a profile times

@@ -15,10 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from cli_helpers import assert_bad_input, star
 
+from star.evaluators.static import static_metrics
 from star.evolution import Evolution, EvolutionSettings
 from star.executor import FaultPlan
 from star.genome import genome_id
-from star.objectives import Normaliser
+from star.machine import fingerprint, machine_name
+from star.objectives import Normaliser, screening_metrics
 from star.pareto import dominates
 from star.queries import front_rows
 from star.report import Report
@@ -75,7 +77,10 @@ def test_static_search_cli_writes_parquet_manifest_study_and_front(tmp_path):
     assert rows[0]["layer_types"].split(",").count("attention") == 6
     assert all(r["status"] == "ok" and r["params"] > 0 and r["star_version"] and r["machine"] for r in rows)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings"]["seed"] == 0 and manifest["versions"]["python"] and manifest["machine"]
+    assert manifest["settings"]["seed"] == 0 and manifest["versions"]["python"]
+    # the CPU kind, not just its name, and where the device metrics come from
+    assert manifest["machine"] == machine_name() and manifest["fingerprint"] == fingerprint(with_torch=False)
+    assert manifest["device_measured_on"] == "ryzen-hx370: a roofline model, not a measurement"
     store = RunStore.open(out)
     assert_front_is_the_non_dominated_set(store, front_rows(store))
     assert [r["genome_id"] for r in front] == [r["genome_id"] for r in front_rows(store)]
@@ -136,7 +141,7 @@ def test_ray_search_with_one_worker_is_deterministic_and_promotes(tmp_path, ray_
         first = next(r for r in a.rows if r["genome_id"] == row["genome_id"])
         assert first["rung"] == 0 and first["eval_index"] < row["eval_index"]
     assert all(r["status"] == "ok" and 0 <= r["quality"] <= 1 and r["worker"] != "driver" for r in a.rows)
-    assert all(r["threads"] >= 1 and "logical CPUs" in r["machine"] and r["precision"] is None for r in a.rows)
+    assert all(r["threads"] >= 1 and r["machine"] == machine_name() and r["precision"] is None for r in a.rows)
     assert_front_is_the_non_dominated_set(a, front_rows(a))
 
 
@@ -337,3 +342,19 @@ def test_search_settings_own_the_defaults_the_command_line_uses():
     given.check_same_flags({"fidelities": "64K,256K", "budget": 9})  # the same flags again, a new budget
     with pytest.raises(StarError, match="--fidelities"):
         given.check_same_flags({"fidelities": "0,2"})
+
+
+def test_screening_metrics_are_star_describe_numbers_for_the_runs_prompt():
+    """A search screens each child with the same exact accounting `star describe --json` prints (one
+    place computes it): parameters, bf16 cache bytes at the context, prefill FLOPs for the run's prompt
+    and decode FLOPs per token at the context, next to the device's predictions."""
+    space, rng = get_space("lfm2"), random.Random(3)
+    for _ in range(4):
+        config = space.decode(space.sample(rng))
+        screen = screening_metrics(config, "ryzen-hx370", 256, 4096)
+        exact = static_metrics(config, 4096, prompt=256)
+        for name in ("params", "non_embedding_params", "cache_bytes", "prefill_flops"):
+            assert screen[name] == exact[name]
+        assert screen["decode_flops"] == exact["decode_flops_per_token"] == config.flops(1, 4096)
+        assert screen["prefill_flops"] == config.flops(256, 0) < static_metrics(config, 4096)["prefill_flops"]
+        assert screen["decode_ms"] > 0 and screen["ttft_ms"] > 0

@@ -1,0 +1,202 @@
+"""Calibrating a profile on whole models: what the sum of a model's unit timings misses, measured
+on whole models and fitted (`calibrate`, which `star profile` runs after timing the grid):
+
+- the fixed time each kind of block adds and the decode cost per weight byte (`block_overheads`),
+  on random proxies the caller passes in (`star profile` takes them from the search spaces:
+  star.search_spaces.calibration_proxies);
+- for models larger than the last-level cache, the ratio of whole-model time to the sum of cold
+  unit timings, per width (`cold_scales`), on four fixed models of 13-273 M parameters;
+- the runtime's fixed working memory on top of weights, cache and activations;
+- how far repeated measurements disagreed while calibrating (`timing_noise`): a busy machine's mark.
+
+Measuring is evaluators/measure.py's; the predictor reads what this writes into the profile.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from star.arch import ArchConfig
+from star.presets import get_preset, hybrid
+from star.scaling import LATENCY_PROXY, to_proxy
+
+from .features import block_kinds
+from .latency import peak_memory_bytes
+from .measure import measure_in_passes, measure_model, measure_peak_memory
+from .predictor import Profile
+
+CALIBRATION_PROMPT, CALIBRATION_CONTEXT = 256, 1024
+# How hard the decode fit pulls each kind's fixed cost towards 0 (in squared blocks per model).  A
+# quick profile fits nine constants on 16 proxies measured once; on a busy machine plain least
+# squares gave 0.95 ms per FFN-less block and -0.12 ms per MB of weights (a full profile: -0.08 and
+# +0.011), and predicted some proxies 66-104% slow.  With 100: the worst error of the design sample
+# (seed 1) fell from +66% to -31% for the quick profile; the first dev-cpu profile, refitted from
+# its own stored measurements, still predicts its quiet-machine sample 100% within 10% (tau 0.931
+# to 0.919).  docs/benchmarks.md, issue 19.
+RIDGE = 100.0
+
+
+def cold_calibration_models() -> list[ArchConfig]:
+    """Whole models too large for a last-level cache yet quick to run: a proxy-width model with wide
+    SwiGLUs (128 wide, 13 M parameters) and widths 512, 1024 and 2048 (40 M, 115 M and 273 M
+    parameters), short convolutions and GQA alternating.  The 128-wide one is there because a cold
+    unit of a proxy's size waits on memory far more than a whole model does: scaled like the
+    512-wide model, 128-wide models of 30-50 MB were predicted 45-75% too slow."""
+    shapes = ((128, 4, 2, 2048, 16, 512), (512, 8, 4, 2304, 8, 8192), (1024, 16, 8, 4608, 6, 8192),
+              (2048, 32, 8, 8192, 4, 8192))
+    return [hybrid(f"calibration-cold-{width}", width, heads, kv, ffn, vocab,
+                   ["short_conv", "attention"] * (blocks // 2), max_positions=4096)
+            for width, heads, kv, ffn, blocks, vocab in shapes]
+
+
+def cold_scales(profile_: Profile, processes: int = 3) -> dict[str, dict[str, float]]:
+    """Per phase and model width, measured whole-model time over the sum of cold unit timings.
+
+    A unit timed alone right after a cache flush waits on memory that a whole model streams with the
+    prefetchers already running, and how much that matters depends on the unit's size: one scale
+    from a 1024-wide model left 512-wide models 12% over their measured decode.  Each model is timed
+    in three fresh processes (a memory-bound decode moved by up to 13% from one process to the next)
+    and the median taken.  Only models the predictor treats as cold on this machine count."""
+    scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
+    for config in cold_calibration_models():
+        if profile_.cache_state(config, CALIBRATION_CONTEXT) != "cold":
+            continue
+        predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
+        timings = [measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, reps=3) for _ in range(processes)]
+        width = str(config.hidden_size)
+        scales["prefill"][width] = statistics.median(t[0] for t in timings) / predicted["ttft_ms"]
+        scales["decode"][width] = statistics.median(t[1] for t in timings) / predicted["decode_ms"]
+    return scales
+
+
+def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3, most: int = 6
+                    ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]]]:
+    """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
+    weight byte of a decode step, from the gaps between measured and unit-summed times of
+    `models` (random proxies), each measured in at least `passes` separate passes and up to `most` where
+    they disagree (`measure_in_passes`; median taken).
+
+    Decode: one constant per mixer kind and per FFN kind, plus one cost per weight byte, fitted
+    together by ridge regression (`RIDGE`).  A proxy's decode step is mostly Python dispatch (the
+    model's loop, residual adds, norms, state bookkeeping), which differs by kind: attention blocks cost more than
+    their units, long convolutions less.  The per-byte term is memory: a unit timed alone finds its
+    weights in the last-level cache, but a whole proxy (13-20 MB) does not fit the share of it a
+    core gets (a chain of matrix-vector products here read 27 GB/s up to 8 MB of weights and
+    6.7 GB/s from 16 MB on), so every weight byte costs extra; fitted, 0.04-0.11 ms per MB.
+    Prefill: one constant per block, the median.  There the gap is mostly the unit fits' error on
+    the calibration models' particular shapes, which per-kind constants learned and carried to
+    other shapes (measured: 100% of the accuracy sample within 10% with one constant, 84-88% with
+    per-kind ones)."""
+    timings = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most)
+    runs = []
+    for config in models:
+        predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
+        runs.append({"model": config.to_json(), "prefill_ms": statistics.median(t[0] for t in timings[config.name]),
+                     "decode_ms": statistics.median(t[1] for t in timings[config.name]),
+                     "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"],
+                     "rounds": [list(t) for t in timings[config.name]]})
+    overheads, per_byte = fit_overheads(runs, profile_.weight_bytes)
+    return overheads, per_byte, runs
+
+
+def fit_overheads(runs: list[dict[str, Any]], weight_bytes: int, ridge: float = RIDGE
+                  ) -> tuple[dict[str, dict[str, float]], float]:
+    """The fit of `block_overheads` on its stored measurements (a profile's `calibration_runs`), so
+    that a fit can be redone, or another penalty tried, without measuring again
+    (benchmarks/latency_refit.py): decode constants per kind and ms per weight byte, and the prefill
+    constant per block."""
+    import numpy as np
+
+    models = [ArchConfig.from_json(run["model"]) for run in runs]
+    keys = sorted({key for config in models for block in config.blocks for key in block_kinds(block)})
+    features_ = np.array([[sum(key in block_kinds(b) for b in config.blocks) for key in keys]
+                          + [config.params() * weight_bytes / 1e6] for config in models], dtype=float)
+    gaps = np.array([run["decode_ms"] - run["units_decode_ms"] for run in runs])
+    # Ridge: the per-kind constants are pulled towards 0 (the unit sums being right), the per-byte
+    # cost is not.  Every block has exactly one mixer and one FFN, so only mixer-plus-FFN sums are
+    # determined by the data; the penalty picks one split, and predictions use only the sums.
+    penalty = np.eye(len(keys) + 1) * ridge
+    penalty[-1, -1] = 0.0
+    solution, *_ = np.linalg.lstsq(features_.T @ features_ + penalty, features_.T @ gaps, rcond=None)  # ridge 0 too
+    per_block = [(run["prefill_ms"] - run["units_prefill_ms"]) / len(config.blocks)
+                 for run, config in zip(runs, models, strict=True)]
+    overheads = {"decode": {key: float(v) for key, v in zip(keys, solution[:-1], strict=True)},
+                 "prefill": {"block": float(statistics.median(per_block))}}
+    return overheads, float(solution[-1]) / 1e6
+
+
+def timing_noise(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """How far repeated measurements of one model disagreed while profiling: per phase, the median
+    over calibration proxies of slowest pass over fastest, minus 1 (only proxies with 2+ passes).
+
+    Measured: 7% (prefill) and 10% (decode) on an idle 2-core VM whose profile then predicted 100% of
+    a sample within ±10%; 35% and 47% on a VM of the same CPU kind whose host was busy, where a proxy's
+    decode moved between 7 and 13 ms from one second to the next and the profile predicted 75% and 41%.
+    A profile made in such an hour predicts that hour: `Profile.noise_warning` says so."""
+    noise = {}
+    for i, phase in enumerate(("prefill", "decode")):
+        spreads = [max(r[i] for r in run["rounds"]) / min(r[i] for r in run["rounds"]) - 1
+                   for run in runs if len(run["rounds"]) > 1]
+        if spreads:
+            noise[phase] = float(statistics.median(spreads))
+    return noise
+
+
+CALIBRATION_STAGES = ("calibrating: fixed costs on whole proxies", "calibrating: cold-cache scales on 13-273M models",
+                      "calibrating: runtime memory")
+
+
+def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
+              stage: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+    """Measure what unit timings miss on whole models and store it in the profile's metadata:
+
+    - the fixed time each kind of block adds and the decode cost per weight byte (`block_overheads`),
+      on `proxies` (`star profile`: 32 random ones), three to six passes each;
+    - for models larger than the last-level cache, the ratio of whole-model time to the sum of cold
+      unit timings, per width (`cold_scales`), on four models of 13-273 M parameters;
+    - the runtime's fixed working memory on top of weights, cache and activations.
+
+    `quick` (with `star profile --quick`, which passes 16 proxies) measures each proxy in one pass
+    and each cold model in one process instead of three."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    profile_ = Profile(path)
+    # measured against the units alone
+    for key in ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale"):
+        profile_.machine.pop(key, None)
+    report = stage or (lambda done, what: None)
+    passes, most = (1, 1) if quick else (3, 6)
+    report(0, CALIBRATION_STAGES[0])
+    overhead, per_byte, runs = block_overheads(profile_, proxies, passes, most)
+    if quick:  # one pass each: time four of them twice more, for the noise figure only
+        for run in runs[:4]:
+            config = ArchConfig.from_json(run["model"])
+            run["rounds"] += [list(measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)) for _ in range(2)]
+    profile_.machine["block_overhead_ms"] = overhead
+    profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
+    report(1, CALIBRATION_STAGES[1])
+    cold_scale = cold_scales(profile_, processes=1 if quick else 3)
+    report(2, CALIBRATION_STAGES[2])
+    runtime = []
+    for name in ("lfm2-proxy", "attention-proxy"):
+        config = to_proxy(get_preset(name), **LATENCY_PROXY)  # the calibration shape, as before
+        measured = measure_peak_memory(config, CALIBRATION_CONTEXT)
+        runtime.append(measured - peak_memory_bytes(config, CALIBRATION_CONTEXT, profile_.weight_bytes))
+    table = pq.read_table(path)
+    machine = json.loads(table.schema.metadata[b"star.profile"])
+    calibration = {"block_overhead_ms": overhead, "warm_decode_ms_per_weight_byte": per_byte,
+                   "cold_scale": cold_scale,
+                   "runtime_bytes": max(0.0, float(statistics.median(runtime))), "timing_noise": timing_noise(runs)}
+    machine.pop("overhead_ms_per_block", None)  # the single constant of older profiles
+    machine.update(calibration, calibration_runs=runs)  # the raw measurements, for inspection
+    tmp = path + ".tmp"
+    pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps(machine)}), tmp)
+
+    os.replace(tmp, path)
+    report(3, "done")
+    return calibration

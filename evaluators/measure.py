@@ -1,0 +1,365 @@
+"""Measuring on this machine, and nothing else: each operator unit's time on a grid (`measure`), and
+whole models' prefill and decode times and peak memory (`measure_model`, `measure_in_passes`,
+`measure_peak_memory`), each in a fresh process.  The fits live elsewhere: evaluators/calibration.py
+(fixed costs on whole models) and evaluators/predictor.py (per-unit lines); `star profile`
+(evaluators/profiler.py) runs the grid and then the calibration.
+
+A unit is what the model runs per block: a token mixer with its pre-norm and residual add
+("mixer:short_conv", "mixer:attention", ...; each mixer kind's `profiled` settings, star.arch), a
+channel mixer with its pre-norm and residual add ("ffn:swiglu", "ffn:mlp"), and once per model the
+embedding lookup and the head (final norm + LM head).  Each unit is timed on a grid of widths, sizes
+and lengths:
+
+- prefill: batch 1, a prompt of T tokens, writing the unit's cache;
+- decode: one token with a cache already holding T tokens.
+
+Every figure is the median of `reps` timed calls after warm-up calls; the p95 of the calls is kept too.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from star.arch import (
+    MIXERS,
+    MLPFFN,
+    ArchConfig,
+    AttentionMixer,
+    BlockConfig,
+    LongConvMixer,
+    RecurrenceMixer,
+    ShortConvMixer,
+    SwiGLUFFN,
+)
+from star.errors import StarError
+from star.machine import cache_sizes, tune_allocator
+
+from .features import Case
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Grid:
+    widths: tuple[int, ...]
+    prefill: tuple[int, ...]
+    decode: tuple[int, ...]
+    reps: int
+    warmup: int
+
+
+FULL = Grid(widths=(128, 256, 512, 1024, 2048), prefill=(64, 256, 1024), decode=(128, 1024, 4096, 16384), reps=9,
+            warmup=2)
+QUICK = Grid(widths=(128, 1024), prefill=(64, 512), decode=(128, 2048), reps=5, warmup=1)
+
+
+
+def unit_specs(width: int) -> Iterator[tuple[str, Any]]:
+    """Every unit timed at `width`: each mixer kind's own choice of settings (its `profiled`), then
+    SwiGLUs of 3 and 6 times the width and an MLP of 4 times."""
+    for mixer in MIXERS.values():
+        for spec in mixer.profiled(width):
+            yield f"mixer:{mixer.kind}", spec
+    for ratio in (3, 6):
+        yield "ffn:swiglu", SwiGLUFFN(hidden=ratio * width)
+    yield "ffn:mlp", MLPFFN(hidden=4 * width)
+
+
+def cases(grid: Grid) -> list[Case]:
+    out = []
+    for width in grid.widths:
+        for unit, spec in unit_specs(width):
+            for t in grid.prefill:
+                out.append(Case(unit, width, spec, "prefill", t))
+            if unit.startswith("mixer:"):
+                for t in grid.decode:
+                    out.append(Case(unit, width, spec, "decode", t))
+            else:
+                out.append(Case(unit, width, spec, "decode", grid.decode[0]))
+        for vocab in (512, 65536):
+            for unit in ("embedding", "head"):
+                for t in grid.prefill:
+                    out.append(Case(unit, width, vocab, "prefill", t))
+                out.append(Case(unit, width, vocab, "decode", grid.decode[0]))
+    return out
+
+
+def _module(case: Case, dtype: torch.dtype) -> tuple[Callable[[torch.Tensor, Any], torch.Tensor], Any]:
+    """A callable (x, state) → y for the unit, and a function making a state holding N tokens."""
+    from star.model import Block, StarLM
+
+    d = case.width
+    if case.unit in ("embedding", "head"):
+        block = BlockConfig(mixer=ShortConvMixer(kernel=2), ffn=None)
+        model = StarLM(ArchConfig(hidden_size=d, vocab_size=case.spec, blocks=(block,))).to(dtype).eval()
+        if case.unit == "embedding":
+            return (lambda ids, state: model.embed_tokens(ids)), (lambda context: None)
+        return (lambda x, state: model.head(x)), (lambda context: None)
+    if case.unit.startswith("mixer:"):
+        block = BlockConfig(mixer=case.spec, ffn=None)
+    else:
+        block = BlockConfig(mixer=ShortConvMixer(kernel=2), ffn=case.spec)
+    config = ArchConfig(hidden_size=d, vocab_size=512, blocks=(block,))
+    model = StarLM(config).to(dtype).eval()
+    layer: Block = model.layers[0]
+    if case.unit.startswith("ffn:"):
+        return (lambda x, state: x + layer.feed_forward(layer.ffn_norm(x))), (lambda context: None)
+    from star.operators import Context
+
+    def run(x: torch.Tensor, state: Any) -> torch.Tensor:
+        ctx = Context(position=state["position"])
+        y = x + layer.mixer(layer.operator_norm(x), state["cache"], ctx)
+        state["position"] += x.shape[1]
+        return y
+
+    def new_state(context: int) -> dict[str, Any]:
+        """A decode state holding `context` tokens.  Cache contents do not change the time, so an
+        attention cache is filled with random keys/values instead of running a long prefill."""
+        cache = layer.mixer.init_state(1, torch.device("cpu"), dtype)
+        if cache is not None and "k" in cache and context > 0:
+            shape = (1, case.spec.num_kv_heads, context, case.spec.head_dim)
+            cache = {"k": torch.randn(shape, dtype=dtype), "v": torch.randn(shape, dtype=dtype)}
+        return {"position": context, "cache": cache}
+
+    return run, new_state
+
+
+def llc_bytes() -> int:
+    """The last-level cache (32 MiB if unknown)."""
+    return max(cache_sizes().values(), default=32 * 2**20)
+
+
+def l2_bytes() -> int:
+    """The per-core L2 cache (1 MiB if unknown)."""
+    return cache_sizes().get(2, 2**20)
+
+
+MIN_REPS, SLOW_CASE_MS = 5, 2000.0  # a case whose calls took this long stops after MIN_REPS of them
+
+
+@torch.inference_mode()
+def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool = False) -> tuple[float, float]:
+    """(median ms, p95 ms) of one call, after evicting the core's L2 cache (`cold`: the last-level
+    cache too) by reading a buffer twice its size; the call's input is made after the flush.
+
+    Inside a model a unit never finds its weights in L2: the other blocks ran in between.  A proxy's
+    weights (about 16 MB) do stay in the last-level cache; a model larger than that cache runs every
+    block with cold weights, and decode is memory-bound, so a unit timed with hot weights would look
+    faster than it is inside a full-size model.  A profile therefore has both states, and the
+    predictor picks by the model's size.  Timed without the L2 flush, proxies with SwiGLUs of 576
+    and 640 (weights under 1 MiB per unit, in L2 when timed alone) decoded 10-15% slower than
+    predicted.  A slow case (seconds per call: a 2048-wide prefill of 1,024 tokens, a head of 65,536
+    words) stops after `MIN_REPS` timed calls once they add up to `SLOW_CASE_MS`."""
+    torch.manual_seed(0)
+    fn, new_state = _module(case, dtype)
+    flush = torch.ones(2 * (llc_bytes() if cold else l2_bytes()) // 4)  # read, not written: no dirty lines
+    d = case.width
+    ids = case.unit == "embedding"
+
+    def inputs(tokens: int) -> torch.Tensor:
+        if ids:
+            return torch.randint(0, case.spec, (1, tokens))
+        return torch.randn(1, tokens, d, dtype=dtype)
+
+    times: list[float] = []
+    decode_state = new_state(case.tokens) if case.phase == "decode" else None
+    for i in range(warmup + reps):
+        if len(times) >= MIN_REPS and sum(times) > SLOW_CASE_MS:  # a slow case: its median is settled
+            break
+        # Prefill starts from an empty cache every call; decode keeps stepping one state (it grows by one
+        # token per call, negligible against the context).
+        state = new_state(0) if case.phase == "prefill" else decode_state
+        float(flush.sum())
+        x = inputs(case.tokens if case.phase == "prefill" else 1)
+        start = time.perf_counter()
+        fn(x, state)
+        elapsed = time.perf_counter() - start
+        if i >= warmup:
+            times.append(elapsed * 1e3)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+
+
+MIN_TIMED_S = 0.3  # a whole-model median covers at least this much time: a proxy decodes in ~6 ms
+
+
+@torch.inference_mode()
+def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float]:
+    """`measure_model`'s measurement, in the calling process."""
+    from star.model import StarLM
+
+    tune_allocator()
+    torch.manual_seed(0)
+    model = StarLM(config).eval()
+    ids = torch.randint(0, config.vocab_size, (1, prompt))
+    prefill: list[float] = []
+    while len(prefill) <= reps or sum(prefill[1:]) < MIN_TIMED_S:
+        state = model.init_state(1)
+        start = time.perf_counter()
+        model(ids, state)
+        prefill.append(time.perf_counter() - start)
+    state = model.init_state(1)
+    model(torch.randint(0, config.vocab_size, (1, context)), state)
+    token = torch.randint(0, config.vocab_size, (1,))
+    decode: list[float] = []
+    while len(decode) <= reps or sum(decode[1:]) < MIN_TIMED_S:  # the cache grows by one per step
+        start = time.perf_counter()
+        model.step(token, state)
+        decode.append(time.perf_counter() - start)
+    return statistics.median(prefill[1:]) * 1e3, statistics.median(decode[1:]) * 1e3
+
+
+def _serve_forks() -> None:
+    """The fork server's loop: for each request on stdin (one JSON line: function, model, threads,
+    arguments), fork a child that runs it, and print the child's result as one JSON line.
+
+    A child starts from a process that has imported torch and run nothing: what a fresh interpreter
+    gives, without paying 1.7 s of every 2.3 s proxy measurement for importing torch again."""
+    import os
+    import sys
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, report through the pipe, exit without cleanup
+            os.close(read)
+            os.dup2(2, 1)  # stray prints must not reach the protocol on stdout
+            try:
+                torch.set_num_threads(request["threads"])
+                function = globals()[request["function"]]
+                result = {"result": function(ArchConfig.from_json(request["model"]), *request["args"])}
+            except BaseException as e:  # every failure goes back to the caller
+                result = {"error": f"{type(e).__name__}: {e}"}
+            os.write(write, json.dumps(result).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            reply = pipe.read()
+        os.waitpid(pid, 0)
+        sys.stdout.write((reply.decode() or json.dumps({"error": "the measuring process died"})) + "\n")
+        sys.stdout.flush()
+
+
+_FORK_SERVER: Any = None  # the running fork server (subprocess.Popen), started on first use
+
+
+def _in_fresh_process(function: Callable[..., Any], config: ArchConfig, threads: int | None, *args: int) -> Any:
+    """Run `function(config, *args)` of this module in a new process (a child of the fork server,
+    `_serve_forks`); return its result.
+
+    End-to-end measurements run there because a process's history changes them: after a profile or
+    a 1B-parameter model, the same proxy prefilled up to 1.5x slower in the same process (a large
+    retained heap), and a process that freed a model hides that memory from a peak-RSS reading."""
+    import subprocess
+    import sys
+
+    global _FORK_SERVER
+    if _FORK_SERVER is None or _FORK_SERVER.poll() is not None:
+        code = "from star.evaluators.measure import _serve_forks; _serve_forks()"
+        _FORK_SERVER = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+    request = {"function": function.__name__, "model": config.to_json(),
+               "threads": threads or torch.get_num_threads(), "args": [int(a) for a in args]}
+    _FORK_SERVER.stdin.write(json.dumps(request) + "\n")
+    _FORK_SERVER.stdin.flush()
+    reply = json.loads(_FORK_SERVER.stdout.readline() or '{"error": "the measurement server exited"}')
+    if "error" in reply:
+        raise StarError(f"measuring {config.name} failed: {reply['error']}")
+    return reply["result"]
+
+
+def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
+                  threads: int | None = None) -> tuple[float, float]:
+    """(prefill ms, decode ms per token) of our whole model, end to end, in a fresh process: medians
+    of `reps` calls after a warm-up, with the same allocator settings as the profile."""
+    prefill, decode = _in_fresh_process(_timings_here, config, threads, prompt, context, reps)
+    return prefill, decode
+
+
+def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, passes: int = 3, most: int = 6,
+                      spread: float = 0.06, reps: int = 7, threads: int | None = None
+                      ) -> dict[str, list[tuple[float, float]]]:
+    """`measure_model` for each of `configs`, in `passes` separate passes over all of them, then in
+    further passes over those whose measurements still spread by more than `spread` (slowest over
+    fastest, prefill or decode), up to `most` measurements each; {name: [(prefill, decode), ...]}.
+    Callers take the median.
+
+    A proxy's call lasts milliseconds, so one burst of interference on a shared machine moves every
+    repetition of a process at once, and one process in twenty runs a proxy 10-60% slow.  Passes
+    spread the processes of one model over minutes.  In a noisy hour the three passes of a proxy
+    spread by 10-20% and a median of three was still off; more passes where they disagree cost
+    little in a quiet hour and settle the median in a noisy one."""
+    timings: dict[str, list[tuple[float, float]]] = {config.name: [] for config in configs}
+
+    def unsettled(config: ArchConfig) -> bool:
+        runs = timings[config.name]
+        return len(runs) < passes or (len(runs) < most and any(
+            max(r[i] for r in runs) > (1 + spread) * min(r[i] for r in runs) for i in (0, 1)))
+
+    while todo := [config for config in configs if unsettled(config)]:
+        for config in todo:
+            timings[config.name].append(measure_model(config, prompt, context, reps, threads))
+    return timings
+
+
+def _status_bytes(key: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS: resident now; VmHWM: its peak)."""
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise StarError(f"/proc/self/status has no {key}: peak memory is measured on Linux only")
+
+
+@torch.inference_mode()
+def _peak_memory_here(config: ArchConfig, context: int) -> int:
+    """Peak resident bytes of building `config` and decoding at `context`, above this process's
+    footprint before the model existed.  The attention caches are filled with random keys and values
+    of the right size instead of running a long prefill (their contents change no byte counts)."""
+    from pathlib import Path
+
+    from star.model import StarLM
+
+    # glibc's default allocator settings, as a plain process running the model has them (the timing
+    # runs' `tune_allocator` keeps freed heap, which would add up to one more layer's cache at 32K).
+    # Warm-up on a tiny model with every operator: the kernels' code pages, thread pools and
+    # scratch buffers that torch maps on first use belong to the baseline, not to the model.
+    every_operator = ((ShortConvMixer(kernel=3), SwiGLUFFN(hidden=128)),
+                      (AttentionMixer(num_heads=2, num_kv_heads=1, head_dim=32), MLPFFN(hidden=128)),
+                      (LongConvMixer(kernel=16), None), (RecurrenceMixer(num_heads=2, head_dim=32), None))
+    warm = ArchConfig(hidden_size=64, vocab_size=256,
+                      blocks=tuple(BlockConfig(mixer=m, ffn=f) for m, f in every_operator))
+    tiny = StarLM(warm).eval()
+    warm_state = tiny.init_state(1)
+    tiny(torch.zeros(1, 8, dtype=torch.long), warm_state)
+    tiny.step(torch.zeros(1, dtype=torch.long), warm_state)
+    del tiny, warm_state
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current VmRSS
+    baseline = _status_bytes("VmRSS")
+    model = StarLM(config).eval()
+    state = model.init_state(1)
+    for block, cache in zip(config.blocks, state.layers, strict=True):
+        if cache is not None and "k" in cache:
+            kept = context if block.mixer.window == 0 else min(context, block.mixer.window)
+            shape = (1, cache["k"].shape[1], kept, cache["k"].shape[3])
+            cache["k"], cache["v"] = torch.randn(shape), torch.randn(shape)
+    state.position = context
+    token = torch.zeros(1, dtype=torch.long)
+    for _ in range(2):
+        model.step(token, state)
+    return _status_bytes("VmHWM") - baseline
+
+
+def measure_peak_memory(config: ArchConfig, context: int, threads: int | None = None) -> int:
+    """Peak resident memory (bytes) of our model decoding one token at `context`, fp32, measured in a
+    fresh process."""
+    return _in_fresh_process(_peak_memory_here, config, threads, context)
