@@ -216,8 +216,8 @@ def _add_search_parser(sub: Any) -> None:
     p.add_argument("--budget", type=_int_in(1, 10**6), help="evaluations in total, failures included (default 64)")
     p.add_argument("--out", help="run folder to create (default results/<space>-<time>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="DIR",
-                   help="continue the run in DIR (or in --out); only --budget, --workers, --threads-per-worker "
-                        "and --ray-address may change")
+                   help="continue the run in DIR (or in --out); only --budget, --workers, --threads-per-worker, "
+                        "--gpus-per-worker and --ray-address may change")
     p.add_argument("--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} "
                                         "(default quality,decode_ms,cache_bytes)")
     p.add_argument("--seed", type=SEED, help="search seed; the same seed and one worker give the same run (default 0)")
@@ -259,9 +259,15 @@ def _add_search_parser(sub: Any) -> None:
     p.add_argument("--keep-weights", action="store_true", default=None,
                    help="keep every trained proxy in RUN/weights/ (about 4 bytes per parameter each) so that "
                         "star export --weights can export it")
-    p.add_argument("--workers", type=_int_in(1, MAX_THREADS), default=1, help="evaluations in parallel (default 1)")
-    p.add_argument("--threads-per-worker", type=THREADS, help="CPUs each worker declares (default cores / workers)")
-    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or HOST:6379) instead of a local one")
+    p.add_argument("--workers", type=_int_in(1, MAX_THREADS),
+                   help="evaluations in parallel (default 1; on a cluster, its CPUs / --threads-per-worker)")
+    p.add_argument("--threads-per-worker", type=THREADS,
+                   help="CPUs each worker declares (default cores / workers; on a cluster, 1)")
+    p.add_argument("--gpus-per-worker", type=_float_in(0, 64), metavar="G",
+                   help="GPUs each worker declares; a fraction (0.25) lets several proxies share one GPU "
+                        "(default 0; 1 with --device cuda)")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or HOST:6379) instead of a local one; "
+                                         "every node must run this version of star (docs/cluster.md)")
     p.add_argument("--json", action="store_true", help="print the Pareto set as JSON at the end, no decoration")
 
 
@@ -628,7 +634,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from star.errors import StarError
     from star.search import MANIFEST, Search, SearchSettings, check_resume, create_run, open_run
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise StarError(f"--workers must be >= 1, got {args.workers}")
     if args.threads_per_worker is not None and args.threads_per_worker < 1:
         raise StarError(f"--threads-per-worker must be >= 1, got {args.threads_per_worker}")
@@ -655,10 +661,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         store.manifest["settings"]["budget"] = settings.budget
     else:
         settings = SearchSettings.from_flags(vars(args))
+    workers, threads = args.workers or 1, args.threads_per_worker
+    if args.ray_address and settings.trains and settings.budget > (len(store.rows) if args.resume else 0):
+        # Join and check the cluster before the run folder is made or changed: a cluster that cannot
+        # run this search is one line, and leaves the run as it was.
+        from star.executor import join_cluster
+
+        threads = threads or 1
+        cluster = join_cluster(args.ray_address, threads, settings.worker_gpus(args.gpus_per_worker))
+        workers = args.workers or max(1, cluster.cpus // threads)
+    if not args.resume:
         store = create_run(args.out or _default_folder(settings.space), settings)
     try:
-        search = Search(store, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                        ray_address=args.ray_address, progress=None, **trust)
+        search = Search(store, workers=workers, threads_per_worker=threads, ray_address=args.ray_address,
+                        progress=None, gpus_per_worker=args.gpus_per_worker, **trust)
         if new_budget:
             store.write_manifest()
         _run_with_progress(search, quiet=args.json)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -136,6 +138,25 @@ def cpu_kind(print_: dict[str, Any]) -> str:
     kernels = f", torch kernels {print_['kernels']}" if print_.get("kernels") else ""
     return (f"{print_.get('model_name', 'unknown CPU')} ({identity + '; ' if identity else ''}{widest}{kernels}; "
             f"{print_.get('cpus', '?')} CPUs)")
+
+
+@functools.cache
+def code_version() -> str:
+    """star's version and a digest of its Python source, e.g. '0.1.0+3fa2c1d09b7e'.
+
+    Two installs run the same code only where these agree: a version number alone misses an edited
+    checkout, and a cluster whose nodes run different code gives rows that no single install
+    reproduces.  The digest covers the three packages (star, star.evaluators, star.search_spaces)."""
+    from star import __version__
+
+    digest = hashlib.sha256()
+    for package in ("star", "star.evaluators", "star.search_spaces"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(folder).glob("*.py")):
+                digest.update(f"{package}/{path.name}\0".encode())
+                digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 def machine_name() -> str:

@@ -29,7 +29,7 @@ from star.errors import StarError
 from star.evolution import SELECTIONS, Evolution, EvolutionSettings, Proposal
 from star.executor import EvalJob, EvaluatorSpec, FaultPlan, Outcome, RayExecutor
 from star.genome import SearchSpace, genome_id
-from star.machine import fingerprint, machine_name
+from star.machine import code_version, fingerprint, machine_name
 from star.objectives import (
     Constraint,
     Normaliser,
@@ -266,6 +266,10 @@ class SearchSettings:
     def trains(self) -> bool:
         return "quality" in self.objectives
 
+    def worker_gpus(self, given: float | None) -> float:
+        """GPUs each worker declares: as given (--gpus-per-worker), else one with --device cuda."""
+        return given if given else (1.0 if self.evaluator["device"] == "cuda" else 0.0)
+
     @property
     def rungs(self) -> int:
         """Fidelity rungs: one per --fidelities when proxies train, else one (static objectives)."""
@@ -292,7 +296,8 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return ""
 
-    return {"star": version("star-nas"), "python": platform.python_version(), "torch": version("torch"),
+    # star's version with a digest of its code: an edited checkout is not the release it started from
+    return {"star": code_version(), "python": platform.python_version(), "torch": version("torch"),
             "ray": version("ray"), "optuna": version("optuna"), "pyarrow": version("pyarrow")}
 
 
@@ -301,9 +306,11 @@ class Search:
 
     def __init__(self, store: RunStore, workers: int = 1, threads_per_worker: int | None = None,
                  ray_address: str | None = None, progress: Progress | None = None, *, trust_space: bool = False,
-                 trust_storage: bool = False) -> None:
+                 trust_storage: bool = False, gpus_per_worker: float | None = None) -> None:
         """`trust_space` and `trust_storage`: the user's word that the run's space may be their code
-        and its storage another database (`run_space`, `run_storage`); a new run's own flags are."""
+        and its storage another database (`run_space`, `run_storage`); a new run's own flags are.
+        `gpus_per_worker`: GPUs each worker declares (a fraction shares one; with --device cuda and
+        none given, one each)."""
         self.store = store
         source = str(store.path / MANIFEST)
         self.settings = SearchSettings.from_manifest(store.manifest["settings"], source)
@@ -314,6 +321,7 @@ class Search:
         self.workers = workers
         self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         self.ray_address = ray_address
+        self.gpus = self.settings.worker_gpus(gpus_per_worker)
         self.progress = progress
         self.fault_plan = FaultPlan.parse(self.settings.inject_faults)
         self._metrics_cache: dict[str, dict[str, float]] = {}
@@ -370,8 +378,9 @@ class Search:
         if outcome is not None:
             row.update(status=outcome.status, reason=outcome.reason, attempts=outcome.attempts,
                        wall_s=outcome.wall_s, worker=outcome.worker, **outcome.metrics, **outcome.environment)
-            if self.settings.keep_weights and outcome.status == "ok":
+            if outcome.weights is not None:
                 row["weights_file"] = self._weights_file(proposal)
+                self.store.write_file(row["weights_file"], outcome.weights)
         return row
 
     def _weights_file(self, proposal: Proposal) -> str:
@@ -383,14 +392,12 @@ class Search:
         if row["status"] == "ok" and row.get("recall_probe") is not None:
             self._probes.setdefault(str(row["genome_id"]), (float(row["recall_probe"]), float(row["recall_probe_lr"])))
 
-    def _job(self, proposal: Proposal) -> EvalJob:
-        weights = str((self.store.path / self._weights_file(proposal)).resolve()) if self.settings.keep_weights \
-            else None
-        return EvalJob(job=proposal.job, space=self.settings.space, genome=proposal.genome,
-                       genome_id=proposal.genome_id, fidelity=self.settings.fidelities[proposal.rung],
-                       seed=self.settings.seed, threads=self.threads,
-                       evaluator=EvaluatorSpec(**self.settings.evaluator), faults=self.fault_plan,
-                       weights_path=weights, probe=self._probes.get(proposal.genome_id))
+    def _job(self, proposal: Proposal, corpus_digest: str) -> EvalJob:
+        return EvalJob(job=proposal.job, config=self.space.decode(proposal.genome), genome_id=proposal.genome_id,
+                       fidelity=self.settings.fidelities[proposal.rung], seed=self.settings.seed,
+                       threads=self.threads, evaluator=EvaluatorSpec(**self.settings.evaluator),
+                       faults=self.fault_plan, keep_weights=self.settings.keep_weights,
+                       probe=self._probes.get(proposal.genome_id), code=code_version(), corpus_digest=corpus_digest)
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -428,8 +435,16 @@ class Search:
             self._report()
 
     def _run_on_ray(self, job: int) -> None:
+        # The corpus is read here, once, and shipped: a worker on another machine lacks the user's path.
+        corpus = None
+        if self.settings.evaluator["kind"] == "suite":
+            from star.evaluators.corpus import bundled_corpus, user_corpus
+
+            path = self.settings.evaluator["corpus"]
+            corpus = user_corpus(path) if path else bundled_corpus()
         executor = RayExecutor(self.workers, self.threads, self.settings.eval_timeout_s, self.ray_address,
-                               gpus=1.0 if self.settings.evaluator.get("device") == "cuda" else 0.0)
+                               gpus=self.gpus, corpus=corpus)
+        digest = corpus.digest() if corpus is not None else ""
         proposals: dict[int, Proposal] = {}
         last_sync = time.monotonic()
         try:
@@ -437,7 +452,7 @@ class Search:
                 while executor.free_slots > 0 and executor.busy < self._remaining():
                     proposal = self.evolution.ask(job)
                     proposals[job] = proposal
-                    executor.submit(self._job(proposal))
+                    executor.submit(self._job(proposal, digest))
                     job += 1
                 outcome = executor.next_outcome()
                 row = self._row(proposals.pop(outcome.job.job), outcome)

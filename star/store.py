@@ -50,9 +50,11 @@ TRAILING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ray_version", "string"), ("machine", "string"),
     # Where an evaluation ran, from its worker (added after the first runs: null in their rows).
     ("threads", "int64"), ("precision", "string"), ("corpus", "string"),
+    # The Ray node (id, IP) and the torch device that ran it (added with clusters: null before).
+    ("node", "string"), ("node_ip", "string"), ("device", "string"),
 )
 # Columns that record when and where, not what: two runs of the same search differ only in these.
-TIMING_COLUMNS = ("wall_s", "worker", "finished_at", "train_tokens_per_s")
+TIMING_COLUMNS = ("wall_s", "worker", "finished_at", "train_tokens_per_s", "node", "node_ip")
 # What the search writes in `status`: the evaluation finished, or failed for good (after its retries).
 STATUSES = ("ok", "failed")
 # Columns no row may leave empty: the search, pareto, report and export read them from every row.
@@ -218,6 +220,16 @@ class RunStore:
 
     def write_manifest(self) -> None:
         _write_atomic(self.path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(self.manifest, indent=2) + "\n"))
+
+    def write_file(self, relative: str, data: bytes) -> None:
+        """Write a file the run keeps (a trained proxy's weights) at `relative` inside the folder,
+        whole or not at all: a worker on another machine sends the bytes, the driver writes them."""
+        path = self.path / relative
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StarError(f"cannot create {path.parent}: {one_line(err.strerror or err)}") from None
+        _write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         """Add finished evaluations and persist them before returning."""

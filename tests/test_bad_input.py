@@ -206,6 +206,21 @@ def test_an_unreachable_ray_address_is_one_line_within_seconds_and_leaves_no_fol
     assert not (tmp_path / "run").exists()
 
 
+def test_gpu_workers_on_a_machine_without_a_gpu_are_one_line_not_a_search_that_waits_forever(tmp_path):
+    """Ray queues a task that asks for a GPU until one appears: without the check, the search hangs."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = subprocess.run([sys.executable, "-m", "star.cli", "search", "--objectives", "quality,params",
+                             "--evaluator", "synthetic", "--budget", "2", "--gpus-per-worker", "0.25", "--out",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "finds no GPU" in result.stderr and "0.25" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_search_space_error_with_newlines_is_still_one_line(tmp_path, capsys, monkeypatch):
     plugin = tmp_path / "badspace.py"
     plugin.write_text("raise ValueError('first line\\nsecond line\\nthird line')\n")
