@@ -331,10 +331,6 @@ class ClusterInfo:
     def largest_node_cpus(self) -> int:
         return int(max((n["cpus"] for n in self.nodes), default=0))
 
-    @property
-    def gpus(self) -> float:
-        return float(sum(n["gpus"] for n in self.nodes))
-
 
 def join_cluster(address: str, threads: int | None = None, gpus: float = 0.0) -> ClusterInfo:
     """Join the Ray cluster at `address` and check that every node can run this search: that it
@@ -382,10 +378,11 @@ CHECK_OBJECT_BYTES = 256 * 1024
 
 
 def _node_report(shipped: bytes) -> dict[str, Any]:
-    """Run on each node by `_check_nodes`: what the node would run a job with."""
+    """Run on each node by `_check_nodes`: what the node would run a job with.  `shipped` is unused:
+    Ray fetches it from the driver before the call, and that fetch is what is checked."""
     from star.machine import machine_name
 
-    return {**node_identity(), "code": code_version(), "machine": machine_name(), "received": len(shipped)}
+    return {**node_identity(), "code": code_version(), "machine": machine_name()}
 
 
 def _check_nodes() -> ClusterInfo:
