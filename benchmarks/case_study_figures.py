@@ -26,6 +26,28 @@ def layout(row: dict) -> str:
     return "".join("A" if kind == "attention" else "C" for kind in row["layer_types"].split(","))
 
 
+def genes(row: dict) -> str:
+    """The global genes of an lfm2-space row in words: width, SwiGLU ratio, KV heads, kernel."""
+    from star.arch import ArchConfig
+
+    config = ArchConfig.from_json(row["config_json"])
+    attention = [b.mixer for b in config.blocks if b.mixer.kind == "attention"]
+    convs = [b.mixer for b in config.blocks if b.mixer.kind == "short_conv"]
+    ffn = config.blocks[0].ffn.hidden / config.hidden_size
+    return (f"w{config.hidden_size} x{ffn:.2f} kv{attention[0].num_kv_heads if attention else '-'} "
+            f"k{convs[0].kernel if convs else '-'} {len(attention)}A")
+
+
+def gene_differences(a: dict, b: dict) -> str:
+    """What genome `b` changes against genome `a`: each global gene, and the blocks whose mixer flips."""
+    words_a, words_b = genes(a).split(), genes(b).split()
+    changed = [f"{x}->{y}" for x, y in zip(words_a[:4], words_b[:4], strict=True) if x != y]
+    flips = [f"{i}:{x}->{y}" for i, (x, y) in enumerate(zip(layout(a), layout(b), strict=True)) if x != y]
+    if flips:
+        changed.append(f"{len(flips)} blocks flip ({' '.join(flips)})")
+    return ", ".join(changed) or "none"
+
+
 def attention_positions(rows: list[dict]) -> Counter:
     return Counter(i for r in rows for i, kind in enumerate(r["layer_types"].split(",")) if kind == "attention")
 

@@ -1,4 +1,5 @@
-"""The committed reference run (results/lfm2-cpu) and the case study written from it."""
+"""The committed reference run (results/lfm2-cpu), its re-score on two seeds and the case study written
+from them; and the first reference run (results/lfm2-cpu-v1), kept as a run folder of an older version."""
 
 import json
 import re
@@ -16,13 +17,23 @@ from star.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "results" / "lfm2-cpu"
+OLD_RUN = ROOT / "results" / "lfm2-cpu-v1"
+RESCORE = ROOT / "benchmarks" / "case_study_rescore.jsonl"
 CASE_STUDY = ROOT / "docs" / "case-study.md"
+
+
+def rescored(run: str = "results/lfm2-cpu") -> dict[tuple[int, int, str], float]:
+    """(fidelity tokens, seed, genome id) -> quality, from the committed re-score of the run."""
+    entries = [json.loads(line) for line in RESCORE.read_text().splitlines()]
+    return {(e["fidelity"]["tokens"], e["seed"], e["genome_id"]): e["aggregate"] for e in entries
+            if e["run"] == run and "ablation" not in e}
 
 
 def test_the_reference_run_loads_and_is_small_enough_to_commit():
     store = RunStore.open(RUN)
     assert store.manifest["settings"]["space"] == "lfm2"
-    assert len(store.rows) >= 40 and all(r["status"] == "ok" for r in store.rows)
+    assert len(store.rows) >= 100 and all(r["status"] == "ok" for r in store.rows)
+    assert all(r["precision"] and r["threads"] == 1 and r["corpus"] for r in store.rows)  # each worker's environment
     assert (RUN / "report.html").is_file()
     size = sum(f.stat().st_size for f in RUN.rglob("*") if f.is_file())
     assert size < 5 * 10**6, size
@@ -32,10 +43,10 @@ def test_the_reference_run_loads_and_is_small_enough_to_commit():
 
 
 def test_a_run_written_before_the_worker_environment_columns_still_takes_new_rows(tmp_path):
-    """The reference run predates `threads`, `precision` and `corpus`: resuming such a run appends rows
-    that carry them while the old rows keep nulls, and nothing already recorded changes."""
+    """The first reference run predates `threads`, `precision` and `corpus`: resuming such a run appends
+    rows that carry them while the old rows keep nulls, and nothing already recorded changes."""
     run = tmp_path / "run"
-    shutil.copytree(RUN, run)
+    shutil.copytree(OLD_RUN, run)
     store = RunStore.open(run)
     old = [dict(r) for r in store.rows]
     assert all(r["precision"] is None for r in old)  # read back as absent, not invented
@@ -64,25 +75,66 @@ def test_the_pareto_set_is_non_dominated_and_complete():
     assert [r["genome_id"] for r in listed] == [r["genome_id"] for r in front]
 
 
-def test_the_case_study_says_where_the_lfm2_layout_and_the_qwen3_baseline_land():
-    """Each seeded preset against the genomes evaluated at its own top rung, never across rungs."""
+def seeded_rows(store: RunStore) -> dict[str, dict]:
+    """Each seeded preset's evaluation at its highest rung."""
+    space = get_space(store.manifest["settings"]["space"])
+    rows = best_per_genome(store.rows)
+    found = {}
+    for preset in store.manifest["settings"]["seed_presets"]:
+        genome = ",".join(map(str, space.encode(get_preset(preset))))
+        seeded = [r for r in rows if r["genome"] == genome]
+        assert seeded, f"{preset} was not evaluated in the reference run"
+        found[preset] = seeded[0]
+    return found
+
+
+def test_the_front_spans_widths_and_every_preset_reached_the_top_rung():
+    store = RunStore.open(RUN)
+    assert set(store.manifest["settings"]["seed_presets"]) == {"lfm2-350m", "lfm2-700m", "lfm2-1.2b", "qwen3-16"}
+    front = front_rows(store)
+    assert len({json.loads(r["config_json"])["hidden_size"] for r in front}) >= 2  # scale is visible on it
+    top = max(r["rung"] for r in store.rows)
+    assert all(r["rung"] == top for r in seeded_rows(store).values())
+
+
+def test_the_case_study_says_where_each_seeded_preset_lands():
+    """Each seeded preset against the genomes evaluated at its own top rung, never across rungs; for
+    LFM2-1.2B, every genome that dominates it by a quality margin larger than the two-seed spread at
+    that rung (from the committed re-score) is named."""
     store = RunStore.open(RUN)
     normaliser = Normaliser.from_dict(store.manifest["normaliser"])
-    space = get_space("lfm2")
-    rows = {r["genome_id"]: r for r in best_per_genome(store.rows)}
     text = CASE_STUDY.read_text()
-    for preset in ("lfm2-1.2b", "qwen3-16"):
-        genome = ",".join(map(str, space.encode(get_preset(preset))))
-        seeded = [r for r in rows.values() if r["genome"] == genome]
-        assert seeded, f"{preset} was not evaluated in the reference run"
-        row = seeded[0]
+    scores = rescored()
+    for preset, row in seeded_rows(store).items():
         front = {r["genome_id"]: r for r in front_rows(store, rung=row["rung"])}
         assert all(r["rung"] == row["rung"] for r in front.values())
         if row["genome_id"] in front:
-            assert re.search(rf"{preset}[^\n]*on the front", text), preset
-        else:  # dominated: the case study must name a genome of its rung's front that dominates it
-            dominators = [g for g, r in front.items() if dominates(normaliser.point(r), normaliser.point(row))]
-            assert dominators and any(g in text for g in dominators), preset
+            assert re.search(rf"{preset}[^\n]*on the front", text, re.IGNORECASE), preset
+            continue
+        dominators = [g for g, r in front.items() if dominates(normaliser.point(r), normaliser.point(row))]
+        assert dominators and any(g in text for g in dominators), preset
+        if preset != "lfm2-1.2b":
+            continue
+        tokens, seed = row["fidelity_tokens"], store.manifest["settings"]["seed"]
+        at_rung = {r["genome_id"]: r["quality"] for r in store.rows if r["rung"] == row["rung"]}
+        # the noise: the largest two-seed difference among the re-scored genomes (benchmarks/case_study_rescore.py)
+        spread = max(abs(at_rung[g] - q) for (t, s, g), q in scores.items() if t == tokens and s == seed + 1)
+        clear = [g for g in dominators if front[g]["quality"] - row["quality"] > spread]
+        assert all(g in text for g in clear), (clear, spread)
+
+
+def test_the_rescore_covers_the_front_and_the_presets_on_two_seeds_at_two_rungs():
+    """The case study's re-score is of this run: a systematic third of its front (ranks 1, 4, 7, ...:
+    29 genomes on two seeds at 1.5M tokens would take 100 minutes) and every preset, at the run's top
+    fidelity with the second seed and at the next rung up with both."""
+    store = RunStore.open(RUN)
+    seed = store.manifest["settings"]["seed"]
+    scores = rescored()
+    genomes = {r["genome_id"] for r in front_rows(store)[::3]} | {r["genome_id"] for r in seeded_rows(store).values()}
+    top = front_rows(store)[0]["fidelity_tokens"]
+    up = min(tokens for tokens, _, _ in scores if tokens > top)
+    for g in genomes:
+        assert {(top, seed + 1, g), (up, seed, g), (up, seed + 1, g)} <= set(scores), g
 
 
 def test_the_case_study_winner_exports_as_a_transformers_config(tmp_path):

@@ -24,7 +24,9 @@ from star.errors import StarError
 from star.search import Search, check_resume, open_run
 
 BUDGET = 12
-REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "lfm2-cpu"
+# The first reference run (issue 7): a run folder from before the proxy-fidelity work, the probe and the
+# worker-environment columns, kept so that runs made by earlier versions stay readable and resumable.
+REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "lfm2-cpu-v1"
 
 
 @pytest.fixture(scope="module")
