@@ -109,7 +109,7 @@ def test_the_case_study_says_where_each_seeded_preset_lands():
         front = {r["genome_id"]: r for r in front_rows(store, rung=row["rung"])}
         assert all(r["rung"] == row["rung"] for r in front.values())
         if row["genome_id"] in front:
-            assert re.search(rf"{preset}[^\n]*on the front", text, re.IGNORECASE), preset
+            assert re.search(rf"{preset}[^\n]*on the front", text), preset
             continue
         dominators = [g for g, r in front.items() if dominates(normaliser.point(r), normaliser.point(row))]
         assert dominators and any(g in text for g in dominators), preset
