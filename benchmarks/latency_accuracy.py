@@ -9,8 +9,9 @@ fp32 and measured on this machine with the profile's thread count (`measure.meas
 end-to-end timing the profile's calibration uses):
 - prefill: batch 1, a prompt of `--prompt` tokens (median of `--reps` calls, after a warm-up);
 - decode: one token with `--context` tokens in the cache (median of `--reps` steps);
-each in a fresh process; proxies (milliseconds per call) in `--rounds` or more separate passes
-(`measure.measure_in_passes`), median taken.
+each in a fresh process, in separate passes (`measure.measure_in_passes`: proxies, milliseconds per
+call, in `--rounds` or more, full-size models in `--full-rounds` or one more), the fastest taken
+(`measure.fastest`: interference only slows a process down).
 The predictor is `star predict` with each given profile (`--profile`, repeatable: all are checked
 against the same measurements; `--runs` measures the sample again, min/median/max printed), and the
 machine's CPU fingerprint is printed and written first in `--out`.  Printed: the share of predictions within
@@ -37,7 +38,7 @@ import time
 import torch
 
 from star.arch import ArchConfig
-from star.evaluators.measure import measure_in_passes, measure_model, measure_peak_memory
+from star.evaluators.measure import fastest, measure_in_passes, measure_peak_memory
 from star.evaluators.predictor import load_profile
 from star.machine import cpu_kind, fingerprint
 from star.presets import get_preset
@@ -85,8 +86,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3,
                         help="proxies are measured at least this many times, in separate passes over the sample, "
-                             "and up to 6 times where the passes disagree by more than 6%% (measure."
-                             "measure_in_passes, as the profile's calibration does); the median is taken")
+                             "and up to 6 times while their two fastest passes differ by more than 6%% (measure."
+                             "measure_in_passes, as the profile's calibration does); the fastest is taken")
+    parser.add_argument("--full-rounds", type=int, default=2,
+                        help="full-size models and presets: passes (one more where the two fastest differ by 6%%)")
+    parser.add_argument("--full-reps", type=int, default=3, help="timed calls per process for full-size models")
     parser.add_argument("--memory", type=int, default=12, help="architectures whose peak memory is measured")
     parser.add_argument("--memory-contexts", default="4096,32768")
     parser.add_argument("--max-memory-gib", type=float, default=12.0, help="skip larger predicted peaks")
@@ -149,24 +153,28 @@ def main() -> None:
 
 
 def measure_sample(archs: list, profiles: dict, args: argparse.Namespace) -> list[dict]:
-    """Every architecture measured end to end once (proxies in passes), with each profile's predictions."""
+    """Every architecture measured end to end in separate passes (`measure.measure_in_passes`), the
+    fastest pass taken (`measure.fastest`, as the profile's calibration does), with each profile's
+    predictions.  Every pass's figures are kept in the row (`rounds`)."""
     short = [config for kind, config in archs if kind == "proxy"]
+    large = [config for kind, config in archs if kind != "proxy"]
     print(f"measuring {len(short)} proxies in passes", flush=True)
     repeats = measure_in_passes(short, args.prompt, args.context, passes=args.rounds, reps=args.reps)
+    print(f"measuring {len(large)} full-size models in passes", flush=True)
+    repeats |= measure_in_passes(large, args.prompt, args.context, passes=args.full_rounds,
+                                 most=args.full_rounds + 1, reps=args.full_reps)
     rows = []
     for i, (kind, config) in enumerate(archs):
-        if config.name in repeats:
-            rounds = repeats[config.name]
-            prefill, decode = (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
-        else:
-            prefill, decode = measure_model(config, args.prompt, args.context, args.reps)
+        rounds = repeats[config.name]
+        prefill, decode = fastest(rounds)
         row = {"kind": kind, "name": config.name, "params": config.params(), "prefill_ms": prefill,
-               "decode_ms": decode, "passes": len(repeats.get(config.name, [])) or 1, "model": config.to_json()}
+               "decode_ms": decode, "passes": len(rounds), "rounds": [list(r) for r in rounds],
+               "model": config.to_json()}
         rows.append(predict_row(row, profiles, args))
         shown = "  ".join(f"{name}: {p['prefill_ms']:9.2f} / {p['decode_ms']:8.3f}"
                           for name, p in row["predicted"].items())
         print(f"[{i + 1}/{len(archs)}] {kind:<6} {config.name:<22} {config.params() / 1e6:8.1f}M  measured prefill "
-              f"{prefill:9.2f} ms, decode {decode:8.3f} ms; predicted {shown}", flush=True)
+              f"{prefill:9.2f} ms, decode {decode:8.3f} ms ({len(rounds)} passes); predicted {shown}", flush=True)
     return rows
 
 
@@ -212,15 +220,20 @@ def across_runs(runs: list[list[dict]], profiles: dict, args: argparse.Namespace
             row[f"{phase}_ms"] = statistics.median(r[f"{phase}_ms"] for r in rows)
             row[f"{phase}_runs"] = [r[f"{phase}_ms"] for r in rows]
         medians.append(row)
-    sample = [r for r in medians if r["kind"] != "preset"]
-    for phase in ("prefill", "decode"):
-        deviations = [m / r[f"{phase}_ms"] - 1 for r in sample for m in r[f"{phase}_runs"]]
-        spreads = [max(r[f"{phase}_runs"]) / min(r[f"{phase}_runs"]) - 1 for r in sample]
-        within = sum(abs(d) <= 0.10 for d in deviations) / len(deviations)
-        print(f"  {phase:<8} single runs within ±10% of the median: {100 * within:5.1f}%   median |deviation| "
-              f"{100 * statistics.median(map(abs, deviations)):5.1f}%"
-              f"   slowest run over fastest, median {100 * statistics.median(spreads):5.1f}%, "
-              f"worst {100 * max(spreads):5.1f}%")
+    measured = [rows for rows in zip(*runs, strict=True) if rows[0]["kind"] != "preset"]
+    estimators = {"fastest pass (as measured)": lambda r, i: r[f"{('prefill', 'decode')[i]}_ms"]}
+    if all("rounds" in r for rows in runs for r in rows):  # the same passes, their median taken instead
+        estimators["median of the passes"] = lambda r, i: statistics.median(p[i] for p in r["rounds"])
+    for label, estimate in estimators.items():
+        print(f"  {label}:")
+        for i, phase in enumerate(("prefill", "decode")):
+            per_arch = [[estimate(r, i) for r in rows] for rows in measured]
+            deviations = [m / statistics.median(values) - 1 for values in per_arch for m in values]
+            spreads = [max(values) / min(values) - 1 for values in per_arch]
+            within = sum(abs(d) <= 0.10 for d in deviations) / len(deviations)
+            print(f"    {phase:<8} single runs within ±10% of the median: {100 * within:5.1f}%   median |deviation| "
+                  f"{100 * statistics.median(map(abs, deviations)):5.1f}%   slowest run over fastest, median "
+                  f"{100 * statistics.median(spreads):5.1f}%, worst {100 * max(spreads):5.1f}%")
     print(f"\neach profile against the median of the {len(runs)} runs' measurements:")
     for name, profile in profiles.items():
         accuracy(medians, name, profile, args)

@@ -25,7 +25,7 @@ from star.scaling import LATENCY_PROXY, to_proxy
 
 from .features import block_kinds
 from .latency import peak_memory_bytes
-from .measure import measure_in_passes, measure_model, measure_peak_memory
+from .measure import fastest, measure_in_passes, measure_model, measure_peak_memory
 from .predictor import Profile
 
 CALIBRATION_PROMPT, CALIBRATION_CONTEXT = 256, 1024
@@ -58,8 +58,9 @@ def cold_scales(profile_: Profile, processes: int = 3) -> dict[str, dict[str, fl
     A unit timed alone right after a cache flush waits on memory that a whole model streams with the
     prefetchers already running, and how much that matters depends on the unit's size: one scale
     from a 1024-wide model left 512-wide models 12% over their measured decode.  Each model is timed
-    in three fresh processes (a memory-bound decode moved by up to 13% from one process to the next)
-    and the median taken.  Only models the predictor treats as cold on this machine count."""
+    in `processes` fresh processes (a memory-bound decode moved by up to 13% from one process to the
+    next) and the fastest taken (`measure.fastest`).  Only models the predictor treats as cold on this
+    machine count."""
     scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
     for config in cold_calibration_models():
         if profile_.cache_state(config, CALIBRATION_CONTEXT) != "cold":
@@ -67,8 +68,9 @@ def cold_scales(profile_: Profile, processes: int = 3) -> dict[str, dict[str, fl
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
         timings = [measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, reps=3) for _ in range(processes)]
         width = str(config.hidden_size)
-        scales["prefill"][width] = statistics.median(t[0] for t in timings) / predicted["ttft_ms"]
-        scales["decode"][width] = statistics.median(t[1] for t in timings) / predicted["decode_ms"]
+        prefill, decode = fastest(timings)
+        scales["prefill"][width] = prefill / predicted["ttft_ms"]
+        scales["decode"][width] = decode / predicted["decode_ms"]
     return scales
 
 
@@ -77,7 +79,7 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
     weight byte of a decode step, from the gaps between measured and unit-summed times of
     `models` (random proxies), each measured in at least `passes` separate passes and up to `most` where
-    they disagree (`measure_in_passes`; median taken).
+    their fastest two disagree (`measure_in_passes`; the fastest taken, `measure.fastest`).
 
     Decode: one constant per mixer kind and per FFN kind, plus one cost per weight byte, fitted
     together by ridge regression (`RIDGE`).  A proxy's decode step is mostly Python dispatch (the
@@ -94,8 +96,8 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     runs = []
     for config in models:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
-        runs.append({"model": config.to_json(), "prefill_ms": statistics.median(t[0] for t in timings[config.name]),
-                     "decode_ms": statistics.median(t[1] for t in timings[config.name]),
+        prefill, decode = fastest(timings[config.name])
+        runs.append({"model": config.to_json(), "prefill_ms": prefill, "decode_ms": decode,
                      "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"],
                      "rounds": [list(t) for t in timings[config.name]]})
     overheads, per_byte = fit_overheads(runs, profile_.weight_bytes)
@@ -154,13 +156,13 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     """Measure what unit timings miss on whole models and store it in the profile's metadata:
 
     - the fixed time each kind of block adds and the decode cost per weight byte (`block_overheads`),
-      on `proxies` (`star profile`: 32 random ones), three to six passes each;
+      on `proxies` (`star profile`: 32 random ones), three to six passes each (quick: two or three);
     - for models larger than the last-level cache, the ratio of whole-model time to the sum of cold
       unit timings, per width (`cold_scales`), on four models of 13-273 M parameters;
     - the runtime's fixed working memory on top of weights, cache and activations.
 
-    `quick` (with `star profile --quick`, which passes 16 proxies) measures each proxy in one pass
-    and each cold model in one process instead of three."""
+    `quick` (with `star profile --quick`, which passes 16 proxies) measures each proxy in two or three
+    passes and each cold model in two processes instead of three."""
     import os
 
     import pyarrow.parquet as pq
@@ -170,17 +172,13 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     for key in ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale"):
         profile_.machine.pop(key, None)
     report = stage or (lambda done, what: None)
-    passes, most = (1, 1) if quick else (3, 6)
+    passes, most = (2, 3) if quick else (3, 6)
     report(0, CALIBRATION_STAGES[0])
     overhead, per_byte, runs = block_overheads(profile_, proxies, passes, most)
-    if quick:  # one pass each: time four of them twice more, for the noise figure only
-        for run in runs[:4]:
-            config = ArchConfig.from_json(run["model"])
-            run["rounds"] += [list(measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)) for _ in range(2)]
     profile_.machine["block_overhead_ms"] = overhead
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     report(1, CALIBRATION_STAGES[1])
-    cold_scale = cold_scales(profile_, processes=1 if quick else 3)
+    cold_scale = cold_scales(profile_, processes=2 if quick else 3)
     report(2, CALIBRATION_STAGES[2])
     runtime = []
     for name in ("lfm2-proxy", "attention-proxy"):

@@ -288,26 +288,39 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
                       spread: float = 0.06, reps: int = 7, threads: int | None = None
                       ) -> dict[str, list[tuple[float, float]]]:
     """`measure_model` for each of `configs`, in `passes` separate passes over all of them, then in
-    further passes over those whose measurements still spread by more than `spread` (slowest over
-    fastest, prefill or decode), up to `most` measurements each; {name: [(prefill, decode), ...]}.
-    Callers take the median.
+    further passes over those whose two fastest measurements still differ by more than `spread`
+    (prefill or decode), up to `most` measurements each; {name: [(prefill, decode), ...]}.  Callers
+    take `fastest`.
 
-    A proxy's call lasts milliseconds, so one burst of interference on a shared machine moves every
-    repetition of a process at once, and one process in twenty runs a proxy 10-60% slow.  Passes
-    spread the processes of one model over minutes.  In a noisy hour the three passes of a proxy
-    spread by 10-20% and a median of three was still off; more passes where they disagree cost
-    little in a quiet hour and settle the median in a noisy one."""
+    A proxy's call lasts milliseconds, and interference on a shared machine comes in spells: one
+    proxy prefilled in 23.5 ms for 12 s in one process and, in another, went from 24 ms to 34-40 ms
+    after 2 s and stayed there; four processes of one proxy gave medians of 22.7 to 43.9 ms, the
+    calls inside each agreeing.  Passes spread a model's processes over minutes, so that some fall
+    outside such a spell; a model is settled when two of them agree on its fastest time."""
     timings: dict[str, list[tuple[float, float]]] = {config.name: [] for config in configs}
 
     def unsettled(config: ArchConfig) -> bool:
         runs = timings[config.name]
-        return len(runs) < passes or (len(runs) < most and any(
-            max(r[i] for r in runs) > (1 + spread) * min(r[i] for r in runs) for i in (0, 1)))
+        if len(runs) < passes:
+            return True
+        if len(runs) >= most:
+            return False
+        return len(runs) < 2 or any(sorted(r[i] for r in runs)[1] > (1 + spread) * min(r[i] for r in runs)
+                                    for i in (0, 1))
 
     while todo := [config for config in configs if unsettled(config)]:
         for config in todo:
             timings[config.name].append(measure_model(config, prompt, context, reps, threads))
     return timings
+
+
+def fastest(runs: list[tuple[float, float]] | list[list[float]]) -> tuple[float, float]:
+    """(prefill ms, decode ms) of a model measured in several processes: the fastest of each.
+
+    Interference on a shared machine only ever slows a process (for seconds at a time: see
+    `measure_in_passes`), so the fastest process is the model's own speed and the one figure that
+    repeats: the median of three passes took whatever share of them a busy spell had slowed."""
+    return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
 def _status_bytes(key: str) -> int:

@@ -315,5 +315,5 @@ def load_profile(name_or_path: str) -> Profile:
             return profile
     shipped = Profile(PROFILES_DIR / "dev-cpu.parquet")
     raise StarError(f"no latency profile for this CPU, {cpu_kind(fingerprint())}: make one with `star profile "
-                    "--quick` (about 2 min; `star profile` for the full one, about 14 min), or name a profile "
+                    "--quick` (about 2.5 min; `star profile` for the full one, about 15 min), or name a profile "
                     f"(--profile dev-cpu, measured on {shipped.measured_on()}) to use it anyway")

@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=THREADS, help="torch threads (default: all this process may use)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and activations (default fp32)")
     p.add_argument("--quick", action="store_true",
-                   help="a coarse grid and a lighter calibration (about 2 min on 2 cores) instead of the full one "
-                        "(about 14 min); good enough for search objectives")
+                   help="a coarse grid and a lighter calibration (about 2.5 min on 2 cores) instead of the full one "
+                        "(about 15 min); good enough for search objectives")
     p.add_argument("-o", "--out", help="Parquet file to write (default: this machine's profile in the user cache "
                                        "folder, which `star predict` and `--device-profile here` use)")
 
