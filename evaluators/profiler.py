@@ -31,8 +31,8 @@ PROFILE_FORMAT = 2  # 2: the CPU fingerprint (star.machine.fingerprint) replaces
 # of one case follow each other within milliseconds, so a spell of interference on a shared machine
 # (seconds long, slowing a process by up to 1.9x: measure.measure_in_passes) slows every call of
 # the cases it covers, and in the quick grid a unit has two rows per width: nothing for the fit's
-# outlier rule (predictor._fit) to compare them with.  A second sweep, a minute or more later, is
-# outside that spell.
+# outlier rule (predictor._fit) to compare them with.  A second sweep comes 40 s (quick) to 7 min
+# (full) later, mostly outside that spell.
 SWEEPS = 2
 
 
