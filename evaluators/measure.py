@@ -294,7 +294,7 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
 
     A proxy's call lasts milliseconds, and interference on a shared machine comes in spells: one
     proxy prefilled in 23.5 ms for 12 s in one process and, in another, went from 24 ms to 34-40 ms
-    after 2 s and stayed there; four processes of one proxy gave medians of 22.7 to 43.9 ms, the
+    after 2 s and stayed there; four other processes of that proxy gave medians of 22.7 to 43.9 ms, the
     calls inside each agreeing.  Passes spread a model's processes over minutes, so that some fall
     outside such a spell; a model is settled when two of them agree on its fastest time."""
     timings: dict[str, list[tuple[float, float]]] = {config.name: [] for config in configs}

@@ -48,9 +48,10 @@ def on(cluster: LocalCluster, *args: str, env: dict[str, str] | None = None) -> 
                           env={**os.environ, **cluster.driver_env, **(env or {})})
 
 
-def wait_for_rows(run: Path, count: int, driver: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for_rows(run: Path, count: int, driver: subprocess.Popen, timeout: float = 120, nodes: int = 1) -> None:
+    """Until the run has `count` rows, from at least `nodes` different nodes."""
     deadline = time.monotonic() + timeout
-    while len(rows(run)) < count:
+    while len(done := rows(run)) < count or len({r["node"] for r in done}) < nodes:
         assert driver.poll() is None, driver.communicate()
         assert time.monotonic() < deadline, f"no {count} rows after {timeout} s"
         time.sleep(0.2)
@@ -107,7 +108,8 @@ def test_losing_a_node_mid_search_loses_no_evaluation(tmp_path):
         port = c.add_node(cpus=1)
         run = tmp_path / "run"
         driver = search(c, *synthetic(run, budget=10, cost=2.0))
-        wait_for_rows(run, 2, driver)
+        wait_for_rows(run, 2, driver, nodes=2)  # both nodes evaluate (on a busy host one starts late)
+        before = rows(run)
         assert c.kill_node(port) > 0
         _, err = driver.communicate(timeout=300)
         assert driver.returncode == 0, err
@@ -121,8 +123,9 @@ def test_losing_a_node_mid_search_loses_no_evaluation(tmp_path):
     assert retried, "no evaluation was running on the lost node"
     for r in retried:
         assert "node lost" in r["reason"] and r["reason"].startswith(f"ok on attempt {r['attempts']}")
-    lost_node = {r["node"] for r in done[:2]} - {r["node"] for r in retried}
-    assert lost_node and not {r["node"] for r in done[4:]} & lost_node  # later rows ran on the node left
+    lost_node = {r["node"] for r in before} - {r["node"] for r in retried}
+    # the rows after those in flight at the kill (one per node) ran on the node left
+    assert lost_node and not {r["node"] for r in done[len(before) + 2:]} & lost_node
 
 
 def test_a_killed_driver_resumes_on_the_cluster_and_continues_the_same_run(cluster, tmp_path):
