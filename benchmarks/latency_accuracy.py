@@ -220,8 +220,10 @@ def across_runs(runs: list[list[dict]], profiles: dict, args: argparse.Namespace
             row[f"{phase}_ms"] = statistics.median(r[f"{phase}_ms"] for r in rows)
         medians.append(row)
     measured = [rows for rows in zip(*runs, strict=True) if rows[0]["kind"] != "preset"]
-    estimators = {"fastest pass (as measured)": lambda r, i: r[("prefill_ms", "decode_ms")[i]]}
-    if all("rounds" in r for rows in runs for r in rows):  # the same passes, their median taken instead
+    passes = all("rounds" in r for rows in runs for r in rows)  # files from before issue 19's fastest rule lack them
+    stored = "fastest pass (as measured)" if passes else "as stored"
+    estimators = {stored: lambda r, i: r[("prefill_ms", "decode_ms")[i]]}
+    if passes:  # the same passes, their median taken instead
         estimators["median of the passes"] = lambda r, i: statistics.median(p[i] for p in r["rounds"])
     for label, estimate in estimators.items():
         print(f"  {label}:")
