@@ -106,8 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "lists it (1 = first)")
     source.add_argument("--id", dest="genome_id", help="with RUN: a genome id of the run")
     p.add_argument("--space", default="lfm2", help="search space of --genome (default: lfm2)")
-    p.add_argument("--format", required=True, choices=("hf", "native"), help="hf: transformers config; native: ours")
+    p.add_argument("--format", required=True, choices=("hf", "native", "executorch"),
+                   help="hf: transformers config; native: ours; executorch: a .pte program with prefill and "
+                        "cached decode methods (needs the deploy extra)")
     p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--prompt", type=_int_in(1, 10**6), default=256,
+                   help="executorch: the prefill method's prompt length in tokens (default 256)")
+    p.add_argument("--context", type=_int_in(2, 10**7),
+                   help="executorch: positions the decode cache holds (default 4096, or the model's maximum "
+                        "if shorter)")
+    p.add_argument("--quantize", action="store_true",
+                   help="executorch: also write model-8da8w.pte (8-bit weights and dynamic activations)")
     p.add_argument("--weights", action="store_true", help="also write model.safetensors (seeded random init)")
     p.add_argument("--weights-from", help="native safetensors file (or folder) whose weights to export")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the random initialisation (default 0)")
@@ -441,10 +450,49 @@ def cmd_export(args: argparse.Namespace) -> None:
         config, weights_from = _config_from_run(args)
     else:
         config = _resolve_config(args)
-    written = export(config, args.out, args.format, weights=args.weights and not weights_from, seed=args.seed,
-                     weights_from=weights_from, force=args.force)
+    if args.format == "executorch":
+        from star.executorch import export_executorch, require_executorch
+
+        context = args.context or min(4096, config.max_position_embeddings)
+        with _quiet_exporters():
+            require_executorch("--format executorch")
+            print(f"exporting {config.name} to ExecuTorch (XNNPACK, fp32{', and 8-bit' if args.quantize else ''}, "
+                  f"prompt {args.prompt}, context {context}): about 7 s per block and program on 2 cores",
+                  file=sys.stderr)
+            written = export_executorch(config, args.out, args.prompt, context, args.quantize, args.force,
+                                        args.seed, weights_from)
+    else:
+        if args.prompt != 256 or args.context or args.quantize:
+            raise StarError("--prompt, --context and --quantize belong to --format executorch")
+        written = export(config, args.out, args.format, weights=args.weights and not weights_from, seed=args.seed,
+                         weights_from=weights_from, force=args.force)
     for path in written:
         print(path)
+
+
+def _quiet_exporters() -> Any:
+    """A context in which torch.export, torchao and ExecuTorch keep their warnings and log lines about
+    their own internals (deprecations, optional CUDA kernels) to themselves: the user sees ours."""
+    import contextlib
+    import logging
+    import warnings
+
+    @contextlib.contextmanager
+    def quiet() -> Any:
+        loggers = [logging.getLogger(name) for name in ("torchao", "executorch", "torch._export", "torch.export",
+                                                            "torch.utils._pytree")]
+        levels = [logger.level for logger in loggers]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for logger in loggers:
+                logger.setLevel(logging.ERROR)
+            try:
+                yield
+            finally:
+                for logger, level in zip(loggers, levels, strict=True):
+                    logger.setLevel(level)
+
+    return quiet()
 
 
 def _config_from_run(args: argparse.Namespace) -> tuple[Any, str | None]:

@@ -8,6 +8,7 @@ the reason, and `--format native` (our ArchConfig JSON + safetensors in our name
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,10 +196,8 @@ def export(config: ArchConfig, out_dir: str | Path, fmt: str, weights: bool = Fa
         # fp32 weights, plus the copy that the transformers names need
         check_memory(config.params() * 4 * (2 if fmt == "hf" else 1), f"exporting the weights of {config.name}")
     model = build_model(config, seed, weights_from) if with_weights else None
-    created = not out.exists()
-    temporary = [t.with_name(f".{t.name}.tmp") for t in targets]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+
+    def write(temporary: list[Path]) -> None:
         temporary[0].write_text(json.dumps(payload, indent=2, default=str) + "\n")
         if model is not None:
             from safetensors.torch import save_file, save_model
@@ -207,6 +206,20 @@ def export(config: ArchConfig, out_dir: str | Path, fmt: str, weights: bool = Fa
                 save_file(hf_state_dict(model), str(temporary[1]), metadata={"format": "pt"})
             else:
                 save_model(model, str(temporary[1]), metadata={"format": "pt"})
+
+    write_all_or_nothing(out, targets, write)
+    return targets
+
+
+def write_all_or_nothing(out: Path, targets: list[Path], write: Callable[[list[Path]], None]) -> None:
+    """Call `write` with a temporary name beside each of `targets` (files in folder `out`), then
+    rename them all into place: a failure leaves the folder as it was, and removes it if this call
+    created it."""
+    created = not out.exists()
+    temporary = [t.with_name(f".{t.name}.tmp") for t in targets]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write(temporary)
         for tmp, target in zip(temporary, targets, strict=True):
             tmp.replace(target)
     except OSError as err:
@@ -217,4 +230,3 @@ def export(config: ArchConfig, out_dir: str | Path, fmt: str, weights: bool = Fa
                 tmp.unlink()
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-    return targets

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "star.scaling": CORE,
     "star.presets": CORE,
     "star.export": CORE,
+    "star.executorch": CORE,
     "star.errors": CORE,
     "star.validate": CORE,
     "star.machine": CORE,

@@ -1,0 +1,267 @@
+"""Export to ExecuTorch, the runtime that phones and other edge devices run, and run its programs here.
+
+`star export --format executorch` writes one `.pte` program with two methods that share the decode
+state (ExecuTorch's shared mutable buffers):
+- `prefill(tokens)`: a prompt of exactly `prompt` tokens (int64, shape (1, prompt)) from position 0;
+  writes every block's cache and returns the logits of the last position, (1, vocab);
+- `decode(token, position)`: one token (1, 1) at `position` (int64, shape (1,)); returns (1, vocab).
+Every cache has a fixed size planned ahead, as ExecuTorch wants: attention keeps `context` slots (a
+sliding window only `window`), convolutions and recurrences their usual fixed-size state.  Linear
+layers and the other operators XNNPACK supports run in its delegate, fp32; `quantize` adds a second
+program with 8-bit weights and 8-bit dynamically quantised activations in the linear layers.
+
+ExecuTorch is an optional extra (`pip install -e '.[deploy]'`): everything else works without it,
+and these functions say in one line what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from star.arch import ArchConfig
+from star.errors import StarError
+from star.model import StarLM
+from star.operators import Context
+from star.validate import check_memory
+
+INSTALL_HINT = "pip install -c constraints.txt -e '.[deploy]'"
+PROGRAM_FILE = "model.pte"
+QUANTIZED_FILE = "model-8da8w.pte"  # 8-bit dynamic activations, 8-bit weights (XNNPACK's quantiser)
+METADATA_FILE = "executorch.json"
+
+
+def require_executorch(what: str) -> None:
+    """Raise a one-line StarError naming the extra to install when ExecuTorch is missing."""
+    try:
+        import executorch.exir
+        import executorch.runtime  # noqa: F401
+    except ImportError:
+        raise StarError(f"{what} needs ExecuTorch, which is not installed: {INSTALL_HINT}") from None
+
+
+class StaticCacheLM(nn.Module):
+    """A StarLM whose decode state lives in fixed-size buffers that the two methods update in place.
+
+    Attention's cache grows in eager PyTorch, and the operator supplies fixed-size forms of its state
+    (star.operators.Attention: `static_state`, `static_prefill`, `static_step`).  Every other mixer's
+    state already has a fixed size, so its own `forward`/`step` serve and the results are copied
+    into the buffers.  Buffers are per block: blocks that share weights keep their own state."""
+
+    def __init__(self, model: StarLM, context: int) -> None:
+        super().__init__()
+        self.model, self.context = model, context
+        dtype = model.embed_tokens.weight.dtype
+        self.state_keys: list[list[str]] = []
+        for i, layer in enumerate(model.layers):
+            mixer = layer.mixer
+            if mixer is None:
+                state = None
+            elif hasattr(mixer, "static_state"):
+                state = mixer.static_state(context, dtype)
+            else:
+                state = mixer.init_state(1, torch.device("cpu"), dtype)
+            self.state_keys.append(sorted(state or {}))
+            for key, tensor in (state or {}).items():
+                self.register_buffer(f"state_{i}_{key}", tensor)
+
+    def _state(self, i: int) -> dict[str, Tensor] | None:
+        keys = self.state_keys[i]
+        return {key: getattr(self, f"state_{i}_{key}") for key in keys} if keys else None
+
+    def prefill(self, tokens: Tensor) -> Tensor:
+        """Logits (1, vocab) of the prompt's last position; every block's state starts afresh."""
+        ctx = Context(position=0)
+        x = self.model.embed_tokens(tokens)
+        for i, layer in enumerate(self.model.layers):
+            ctx.layer = i
+            if layer.mixer is not None:
+                h, buffers = layer.operator_norm(x), self._state(i)
+                if hasattr(layer.mixer, "static_prefill"):
+                    x = x + layer.mixer.static_prefill(h, buffers, ctx)
+                else:
+                    fresh = {key: torch.zeros_like(buffer) for key, buffer in (buffers or {}).items()}
+                    x = x + layer.mixer(h, fresh, ctx)
+                    for key, buffer in (buffers or {}).items():
+                        buffer.copy_(fresh[key])
+            if layer.feed_forward is not None:
+                x = x + layer.feed_forward(layer.ffn_norm(x))
+        return self.model.head(x[:, -1])
+
+    def decode(self, token: Tensor, position: Tensor) -> Tensor:
+        """Logits (1, vocab) of one token (1, 1) at `position` (1,), continuing from the state."""
+        ctx = Context()
+        x = self.model.embed_tokens(token[:, 0])
+        for i, layer in enumerate(self.model.layers):
+            ctx.layer = i
+            if layer.mixer is not None:
+                h, buffers = layer.operator_norm(x), self._state(i)
+                if hasattr(layer.mixer, "static_step"):
+                    x = x + layer.mixer.static_step(h, buffers, position, ctx)
+                else:
+                    current = dict(buffers or {})
+                    x = x + layer.mixer.step(h, current, ctx)
+                    for key, buffer in (buffers or {}).items():
+                        buffer.copy_(current[key])
+            if layer.feed_forward is not None:
+                x = x + layer.feed_forward(layer.ffn_norm(x))
+        return self.model.head(x)
+
+
+class _Method(nn.Module):
+    """One method of StaticCacheLM as a module's forward, which torch.export traces."""
+
+    def __init__(self, lm: StaticCacheLM, name: str) -> None:
+        super().__init__()
+        self.lm, self.name = lm, name
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return getattr(self.lm, self.name)(*inputs)
+
+
+def example_inputs(config: ArchConfig, prompt: int) -> dict[str, tuple[Tensor, ...]]:
+    """Inputs of each method: a prompt of `prompt` tokens; one token at position `prompt`."""
+    tokens = torch.randint(0, config.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(0))
+    return {"prefill": (tokens,), "decode": (tokens[:, :1].clone(), torch.tensor([prompt]))}
+
+
+def check_shape(config: ArchConfig, prompt: int, context: int) -> None:
+    """One-line errors for lengths the program cannot hold."""
+    if prompt < 1 or context < 2:
+        raise StarError(f"--prompt must be at least 1 and --context at least 2 (got {prompt} and {context})")
+    if prompt >= context:
+        raise StarError(f"--prompt {prompt} must be shorter than --context {context}: the decode steps "
+                        "after the prompt need room in the cache")
+    if context > config.max_position_embeddings:
+        raise StarError(f"--context {context} is longer than {config.name}'s max_position_embeddings "
+                        f"({config.max_position_embeddings})")
+
+
+def to_program(model: StarLM, prompt: int, context: int, quantize: bool = False) -> bytes:
+    """The serialised ExecuTorch program (both methods, XNNPACK delegate) of `model`."""
+    require_executorch("exporting to ExecuTorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+
+    check_shape(model.config, prompt, context)
+    lm = StaticCacheLM(model.eval(), context).eval()
+    inputs = example_inputs(model.config, prompt)
+    try:
+        with torch.no_grad():
+            programs = {name: torch.export.export(_Method(lm, name), args, strict=False)
+                        for name, args in inputs.items()}
+            if quantize:
+                programs = {name: _quantized(program, inputs[name]) for name, program in programs.items()}
+            edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+            program = edge.to_executorch(ExecutorchBackendConfig(
+                memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True),
+                emit_mutable_buffer_names=True))
+    except StarError:
+        raise
+    except Exception as err:  # export and lowering raise many types; the first line names the operator
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise StarError(f"cannot lower {model.config.name} to ExecuTorch: {first[:300]}") from None
+    return program.buffer
+
+
+def _quantized(program: Any, inputs: tuple[Tensor, ...]) -> Any:
+    """The exported method with XNNPACK's symmetric 8-bit quantisation (per-channel weights, dynamic
+    per-token activations) applied to its linear layers, re-exported."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
+                                                                                is_dynamic=True))
+    prepared = prepare_pt2e(program.module(), quantizer)
+    prepared(*inputs)
+    return torch.export.export(convert_pt2e(prepared), inputs, strict=False)
+
+
+def export_executorch(config: ArchConfig, out_dir: str | Path, prompt: int, context: int, quantize: bool = False,
+                      force: bool = False, seed: int = 0, weights_from: str | Path | None = None) -> list[Path]:
+    """Write model.pte (and model-8da8w.pte with `quantize`) of `config` with seeded random weights or
+    those of `weights_from` (star.export.build_model), and executorch.json (what the program expects
+    and what made it) to `out_dir`; return the files.  Everything is checked before the model is
+    built, and the files are written under temporary names and renamed at the end, as
+    star.export.export does."""
+    require_executorch("--format executorch")
+    from importlib import metadata
+
+    from star.export import build_model, write_all_or_nothing
+    from star.machine import fingerprint
+
+    check_shape(config, prompt, context)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise StarError(f"output {str(out)!r} exists and is not a folder")
+    targets = [out / PROGRAM_FILE, *([out / QUANTIZED_FILE] if quantize else []), out / METADATA_FILE]
+    for target in targets:
+        if target.exists() and not target.is_file():
+            raise StarError(f"{str(target)!r} exists and is not a file")
+        if target.exists() and not force:
+            raise StarError(f"{str(target)!r} already exists (pass --force to overwrite)")
+    # weights, their exported copy and the serialised program
+    check_memory(config.params() * 4 * 3, f"exporting {config.name} to ExecuTorch")
+    started = time.perf_counter()
+    model = build_model(config, seed, weights_from)
+    programs = [to_program(model, prompt, context)]
+    if quantize:
+        programs.append(to_program(model, prompt, context, quantize=True))
+    meta = {
+        "name": config.name, "architecture": config.to_dict(), "prompt": prompt, "context": context,
+        "methods": {"prefill": f"tokens int64 (1, {prompt}) -> logits of the last position (1, vocab)",
+                    "decode": "token int64 (1, 1), position int64 (1,) -> logits (1, vocab)"},
+        "programs": {PROGRAM_FILE: "fp32, XNNPACK",
+                     **({QUANTIZED_FILE: "8-bit weights, 8-bit dynamic activations, XNNPACK"} if quantize else {})},
+        "executorch": metadata.version("executorch"), "torch": torch.__version__,
+        "star": metadata.version("star-nas"), "machine": fingerprint(),
+        "export_s": round(time.perf_counter() - started, 1),
+    }
+
+    def write(temporary: list[Path]) -> None:
+        for tmp, data in zip(temporary, programs, strict=False):
+            tmp.write_bytes(data)
+        temporary[-1].write_text(json.dumps(meta, indent=2) + "\n")
+
+    write_all_or_nothing(out, targets, write)
+    return targets
+
+
+class ExecuTorchLM:
+    """A `.pte` program of `export_executorch`, loaded into ExecuTorch's runtime in this process."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        """Load the program at `path`; `threads` resizes ExecuTorch's thread pool (XNNPACK's work is
+        split over it; by default one thread per core)."""
+        require_executorch("running an ExecuTorch program")
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        if threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+        self.threads = portable_lib._threadpool_get_thread_count()
+        path = Path(path)
+        if not path.is_file():
+            raise StarError(f"ExecuTorch program {str(path)!r} does not exist")
+        try:
+            program = Runtime.get().load_program(str(path))
+            self._prefill = program.load_method("prefill")
+            self._decode = program.load_method("decode")
+        except Exception as err:  # the runtime raises RuntimeError and ValueError for bad programs
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise StarError(f"cannot load ExecuTorch program {str(path)!r}: {first}") from None
+
+    def prefill(self, tokens: Tensor) -> Tensor:
+        return self._prefill.execute([tokens])[0]
+
+    def decode(self, token: Tensor, position: int) -> Tensor:
+        return self._decode.execute([token, torch.tensor([position])])[0]
