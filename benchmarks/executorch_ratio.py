@@ -1,11 +1,12 @@
 """LFM2-350M against Qwen3-0.6B in ExecuTorch on this CPU: prefill of 256 tokens and decode at 4K context.
 
-Each preset is exported with `star.executorch.to_program` (fp32, XNNPACK, prompt 256, cache of 4,096
-positions: seeded random weights, which change no timing) and run in ExecuTorch's runtime here:
+Each preset is exported with `star export --format executorch` (fp32, XNNPACK, prompt 256, cache of
+4,096 positions, seeded random weights, which change no timing; `--keep DIR` keeps the programs) and
+run in ExecuTorch's runtime here:
 - prefill: the `prefill` method on 256 tokens, median of `--reps` calls after one warm-up;
 - decode: the `decode` method at position 4,095 after a prefill, median of 4 x `--reps` steps.  The
-  exported attention reads every slot of its fixed-size cache at every step (unwritten ones masked),
-  so this is decode at a 4K context, whatever the position;
+  exported attention reads every slot up to the position (`llama::custom_sdpa`), so this is decode at
+  a 4K context (slots the prompt did not write hold zeros: their contents change no timing);
 each in a fresh process (`--measure`), in `--passes` passes over both models, the fastest pass taken
 (interference on a shared machine only slows a process: evaluators/measure.py `fastest`).  The same
 run measures our eager PyTorch model the same way (`measure.measure_in_passes`, threads as
@@ -69,26 +70,26 @@ def main() -> None:
     import torch
 
     from star.evaluators.measure import fastest, measure_in_passes
-    from star.executorch import to_program
-    from star.export import build_model
     from star.machine import cpu_kind, fingerprint
     from star.presets import get_preset
 
-    print(f"machine: {cpu_kind()}; {json.dumps(fingerprint())}")
+    print(f"machine: {cpu_kind(fingerprint())}; {json.dumps(fingerprint())}")
     folder = Path(args.keep or tempfile.mkdtemp(prefix="star-et-"))
     folder.mkdir(parents=True, exist_ok=True)
     configs = [get_preset(name) for name in PRESETS]
-    for config in configs:
-        path = folder / f"{config.name}.pte"
+    for config in configs:  # each in its own process: a lowering holds several copies of the weights
+        path = folder / config.name / "model.pte"
         if not path.exists():
             started = time.perf_counter()
-            path.write_bytes(to_program(build_model(config), PROMPT, CONTEXT))
+            subprocess.run([sys.executable, "-m", "star.cli", "export", "--preset", config.name, "--format",
+                            "executorch", "--prompt", str(PROMPT), "--context", str(CONTEXT), "-o", str(path.parent)],
+                           check=True)
             took = time.perf_counter() - started
             print(f"exported {config.name}: {path.stat().st_size / 1e6:.0f} MB in {took:.0f} s", flush=True)
     runs: dict[str, list[dict[str, float]]] = {config.name: [] for config in configs}
     for _ in range(args.passes):
         for config in configs:
-            done = subprocess.run([sys.executable, __file__, "--measure", str(folder / f"{config.name}.pte"),
+            done = subprocess.run([sys.executable, __file__, "--measure", str(folder / config.name / "model.pte"),
                                    "--reps", str(args.reps)], capture_output=True, text=True, check=True)
             runs[config.name].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"  executorch {config.name}: {runs[config.name][-1]}", flush=True)

@@ -456,11 +456,14 @@ def cmd_export(args: argparse.Namespace) -> None:
         context = args.context or min(4096, config.max_position_embeddings)
         with _quiet_exporters():
             require_executorch("--format executorch")
-            print(f"exporting {config.name} to ExecuTorch (XNNPACK, fp32{', and 8-bit' if args.quantize else ''}, "
-                  f"prompt {args.prompt}, context {context}): about 7 s per block and program on 2 cores",
-                  file=sys.stderr)
+
+            def announce() -> None:
+                programs = "fp32 and 8-bit programs" if args.quantize else "an fp32 program"
+                print(f"exporting {config.name} to ExecuTorch (XNNPACK, {programs}, prompt {args.prompt}, context "
+                      f"{context}): about 7 s per block and program on 2 cores", file=sys.stderr)
+
             written = export_executorch(config, args.out, args.prompt, context, args.quantize, args.force,
-                                        args.seed, weights_from)
+                                        args.seed, weights_from, checked=announce)
     else:
         if args.prompt != 256 or args.context or args.quantize:
             raise StarError("--prompt, --context and --quantize belong to --format executorch")

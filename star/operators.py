@@ -208,19 +208,19 @@ class Attention(nn.Module):
         cached = self._rotary_cache
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
-        cos, sin = self._rotary_angles(torch.arange(start, start + length, device=device), dtype)
+        cos, sin = self.rotary_angles(torch.arange(start, start + length, device=device), dtype)
         if not torch.is_inference_mode_enabled() and not torch.compiler.is_compiling():
             self._rotary_cache = (key, cos, sin)
         return cos, sin
 
-    def _rotary_angles(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def rotary_angles(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """cos and sin of the rotary angles at `positions` (a tensor, so that an exported decode
         step can take its position as an input)."""
         freqs = positions.float()[:, None] * self.inv_freq[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def _project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Queries, keys and values of x (batch, time, hidden), each (batch, heads, time, head_dim),
         queries and keys normalised (QK-norm) and rotated; no keys or values where the block reads
         another block's."""
@@ -247,7 +247,7 @@ class Attention(nn.Module):
         ctx = ctx or Context()
         cfg = self.config
         batch, time, _ = x.shape
-        q, k, v = self._project(x, *self._rotary_table(ctx.position, time, x.dtype, x.device))
+        q, k, v = self.project(x, *self._rotary_table(ctx.position, time, x.dtype, x.device))
         if k is not None and v is not None:
             if state is not None:
                 k = torch.cat([state["k"].to(k.dtype), k], dim=2)
@@ -283,49 +283,6 @@ class Attention(nn.Module):
 
     def step(self, x: Tensor, state: State | None, ctx: Context | None = None) -> Tensor:
         return self.forward(x.unsqueeze(1), state, ctx).squeeze(1)
-
-    # A fixed-size cache, for runtimes that plan memory ahead (ExecuTorch: star.executorch).  The cache
-    # has one slot per position up to `context`, or `window` slots used as a ring; position p lives in
-    # slot p mod slots, and a slot counts once its position has been written (slot <= position).
-
-    def static_state(self, context: int, dtype: torch.dtype) -> State | None:
-        """Zeroed keys and values of a fixed-size cache holding up to `context` positions."""
-        if self.kv_source is not None:
-            return None
-        slots = min(context, self.config.window) if self.config.window else context
-        shape = (1, self.config.num_kv_heads, slots, self.config.head_dim)
-        return {"k": torch.zeros(shape, dtype=dtype), "v": torch.zeros(shape, dtype=dtype)}
-
-    def static_prefill(self, x: Tensor, state: State | None, ctx: Context) -> Tensor:
-        """`forward` over a prompt from position 0, writing its keys and values into the fixed-size
-        cache `state` in place."""
-        grown = None if state is None else self.init_state(x.shape[0], x.device, x.dtype)
-        y = self.forward(x, grown, ctx)
-        if state is not None and grown is not None:
-            time, kept, slots = x.shape[1], grown["k"].shape[2], state["k"].shape[2]
-            index = torch.tensor([p % slots for p in range(time - kept, time)], device=x.device)
-            state["k"].index_copy_(2, index, grown["k"])
-            state["v"].index_copy_(2, index, grown["v"])
-        return y
-
-    def static_step(self, x: Tensor, state: State | None, position: Tensor, ctx: Context) -> Tensor:
-        """`step` for one token x (batch, hidden) at `position` (a one-element int64 tensor) with the
-        fixed-size cache `state`, updated in place: every slot is attended, unwritten ones masked."""
-        cfg = self.config
-        q, k, v = self._project(x.unsqueeze(1), *self._rotary_angles(position, x.dtype))
-        if k is not None and v is not None and state is not None:
-            slot = position % state["k"].shape[2]
-            state["k"].index_copy_(2, slot, k)
-            state["v"].index_copy_(2, slot, v)
-            keys, values = state["k"], state["v"]
-            if self.publishes_kv:
-                ctx.shared_kv[ctx.layer] = (keys, values)
-        else:
-            keys, values = ctx.shared_kv[self.kv_source]
-        written = (torch.arange(keys.shape[2], device=x.device) <= position)[None, :]
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=written,
-                                             enable_gqa=cfg.num_kv_heads != cfg.num_heads)
-        return self.out_proj(out.reshape(x.shape[0], cfg.num_heads * cfg.head_dim))
 
 
 class Recurrence(nn.Module):
