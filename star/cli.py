@@ -460,7 +460,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             def announce() -> None:
                 programs = "fp32 and 8-bit programs" if args.quantize else "an fp32 program"
                 print(f"exporting {config.name} to ExecuTorch (XNNPACK, {programs}, prompt {args.prompt}, context "
-                      f"{context}): about 7 s per block and program on 2 cores", file=sys.stderr)
+                      f"{context}): 7-15 s per block and program on 2 cores", file=sys.stderr)
 
             written = export_executorch(config, args.out, args.prompt, context, args.quantize, args.force,
                                         args.seed, weights_from, checked=announce)

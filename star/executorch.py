@@ -301,6 +301,17 @@ class ExecuTorchLM:
         path = Path(path)
         if not path.is_file():
             raise StarError(f"ExecuTorch program {str(path)!r} does not exist")
+        # The cache length from the export's record beside the program, where there is one: past it,
+        # a full cache would wrap around like a sliding window's ring and answer wrongly.
+        meta = path.with_name(METADATA_FILE)
+        self.context: int | None = None
+        if meta.is_file():
+            from star.validate import MAX_JSON_BYTES, read_regular_file
+
+            try:
+                self.context = int(json.loads(read_regular_file(meta, "ExecuTorch record", MAX_JSON_BYTES))["context"])
+            except (ValueError, KeyError, TypeError):
+                raise StarError(f"{str(meta)!r} is not an export record of star (no integer 'context')") from None
         try:
             program = Runtime.get().load_program(str(path))
             self._prefill = program.load_method("prefill")
@@ -313,4 +324,6 @@ class ExecuTorchLM:
         return self._prefill.execute([tokens])[0]
 
     def decode(self, token: Tensor, position: int) -> Tensor:
+        if self.context is not None and not 0 <= position < self.context:
+            raise StarError(f"decode position {position} is outside the program's cache (0..{self.context - 1})")
         return self._decode.execute([token, torch.tensor([position])])[0]

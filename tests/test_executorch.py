@@ -63,6 +63,7 @@ def test_executorch_options_belong_to_its_format(tmp_path):
 @pytest.mark.slow
 def test_exported_program_matches_our_model_and_decodes_from_its_cache(tmp_path):
     pytest.importorskip("executorch")
+    from star.errors import StarError
     from star.executorch import ExecuTorchLM
 
     config = every_state_kind()
@@ -92,6 +93,8 @@ def test_exported_program_matches_our_model_and_decodes_from_its_cache(tmp_path)
                 expected = ours.step(token, state)
                 got = program.decode(token[None], prompt + offset)
                 assert (got - expected).abs().max().item() < 1e-4, f"decode at {prompt + offset}"
+    with pytest.raises(StarError, match="outside the program's cache"):
+        program.decode(steps[0][None], context)
 
 
 @pytest.mark.slow
