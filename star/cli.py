@@ -8,8 +8,10 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from star.arch import layout_letter
@@ -333,7 +335,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's final flush does not raise again."""
-    import contextlib
     import os
 
     if sys.stdout is not sys.__stdout__:  # an in-process caller's capture: theirs to handle
@@ -473,29 +474,25 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(path)
 
 
-def _quiet_exporters() -> Any:
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
     """A context in which torch.export, torchao and ExecuTorch keep their warnings and log lines about
     their own internals (deprecations, optional CUDA kernels) to themselves: the user sees ours."""
-    import contextlib
     import logging
     import warnings
 
-    @contextlib.contextmanager
-    def quiet() -> Any:
-        loggers = [logging.getLogger(name) for name in ("torchao", "executorch", "torch._export", "torch.export",
-                                                            "torch.utils._pytree")]
-        levels = [logger.level for logger in loggers]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for logger in loggers:
-                logger.setLevel(logging.ERROR)
-            try:
-                yield
-            finally:
-                for logger, level in zip(loggers, levels, strict=True):
-                    logger.setLevel(level)
-
-    return quiet()
+    names = ("torchao", "executorch", "torch._export", "torch.export", "torch.utils._pytree")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def _config_from_run(args: argparse.Namespace) -> tuple[Any, str | None]:

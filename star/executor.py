@@ -35,6 +35,7 @@ from typing import Any
 from star.arch import ArchConfig
 from star.errors import StarError
 from star.machine import code_version
+from star.validate import first_line
 
 FAULT_KINDS = ("raise", "nan", "hang", "crash")
 
@@ -369,7 +370,7 @@ def _join_failure(err: BaseException) -> str:
         return ("the cluster uses Ray's token authentication and this driver has no token: set RAY_AUTH_MODE=token "
                 "and put the cluster's token (`ray get-auth-token` on its head) in ~/.ray/auth_token or "
                 "RAY_AUTH_TOKEN")
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return first_line(err)
 
 
 # Larger than what Ray passes inline with a task (100 KiB), so that the node check fetches it from the

@@ -31,7 +31,7 @@ from star.arch import ArchConfig
 from star.errors import StarError
 from star.model import StarLM
 from star.operators import Attention, Context
-from star.validate import check_memory
+from star.validate import check_memory, first_line
 
 INSTALL_HINT = "pip install -c constraints.txt -e '.[deploy]'"
 PROGRAM_FILE = "model.pte"
@@ -69,22 +69,18 @@ class StaticCacheLM(nn.Module):
 
     def __init__(self, model: StarLM, context: int) -> None:
         super().__init__()
-        self.model, self.context = model, context
+        self.model = model
         dtype = model.embed_tokens.weight.dtype
         self.state_keys: list[list[str]] = []
         for i, layer in enumerate(model.layers):
-            mixer = layer.mixer
-            if isinstance(mixer, Attention):
-                state = None
-                if mixer.kv_source is None:
-                    cfg = mixer.config
-                    slots = min(context, cfg.window) if cfg.window else context
-                    shape = (1, slots, cfg.num_kv_heads, cfg.head_dim)
-                    state = {"k": torch.zeros(shape, dtype=dtype), "v": torch.zeros(shape, dtype=dtype)}
-            elif mixer is not None:
+            mixer, state = layer.mixer, None
+            if isinstance(mixer, Attention) and mixer.kv_source is None:
+                cfg = mixer.config
+                slots = min(context, cfg.window) if cfg.window else context
+                shape = (1, slots, cfg.num_kv_heads, cfg.head_dim)
+                state = {"k": torch.zeros(shape, dtype=dtype), "v": torch.zeros(shape, dtype=dtype)}
+            elif mixer is not None and not isinstance(mixer, Attention):
                 state = mixer.init_state(1, torch.device("cpu"), dtype)
-            else:
-                state = None
             self.state_keys.append(sorted(state or {}))
             for key, tensor in (state or {}).items():
                 self.register_buffer(f"state_{i}_{key}", tensor)
@@ -210,8 +206,7 @@ def to_program(model: StarLM, prompt: int, context: int, quantize: bool = False)
     except StarError:
         raise
     except Exception as err:  # export and lowering raise many types; the first line names the operator
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise StarError(f"cannot lower {model.config.name} to ExecuTorch: {first[:300]}") from None
+        raise StarError(f"cannot lower {model.config.name} to ExecuTorch: {first_line(err)[:300]}") from None
     return program.buffer
 
 
@@ -242,19 +237,13 @@ def export_executorch(config: ArchConfig, out_dir: str | Path, prompt: int, cont
     require_executorch("--format executorch")
     from importlib import metadata
 
-    from star.export import build_model, write_all_or_nothing
+    from star.export import build_model, check_targets, write_all_or_nothing
     from star.machine import fingerprint
 
     check_shape(config, prompt, context)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise StarError(f"output {str(out)!r} exists and is not a folder")
     targets = [out / PROGRAM_FILE, *([out / QUANTIZED_FILE] if quantize else []), out / METADATA_FILE]
-    for target in targets:
-        if target.exists() and not target.is_file():
-            raise StarError(f"{str(target)!r} exists and is not a file")
-        if target.exists() and not force:
-            raise StarError(f"{str(target)!r} already exists (pass --force to overwrite)")
+    check_targets(out, targets, force)
     # weights, their exported copy and the serialised program
     check_memory(config.params() * 4 * 3, f"exporting {config.name} to ExecuTorch")
     if checked:
@@ -317,8 +306,7 @@ class ExecuTorchLM:
             self._prefill = program.load_method("prefill")
             self._decode = program.load_method("decode")
         except Exception as err:  # the runtime raises RuntimeError and ValueError for bad programs
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise StarError(f"cannot load ExecuTorch program {str(path)!r}: {first}") from None
+            raise StarError(f"cannot load ExecuTorch program {str(path)!r}: {first_line(err)}") from None
 
     def prefill(self, tokens: Tensor) -> Tensor:
         return self._prefill.execute([tokens])[0]

@@ -180,17 +180,9 @@ def export(config: ArchConfig, out_dir: str | Path, fmt: str, weights: bool = Fa
     out = Path(out_dir)
     if fmt not in ("hf", "native"):
         raise StarError(f"unknown export format {fmt!r} (use hf or native)")
-    if out.exists() and not out.is_dir():
-        raise StarError(f"output {str(out)!r} exists and is not a folder")
     with_weights = bool(weights or weights_from)
     targets = [out / CONFIG_FILE, *([out / WEIGHTS_FILE] if with_weights else [])]
-    for target in targets:
-        if target.is_dir() or (target.exists() and not target.is_file()):
-            raise StarError(f"{str(target)!r} exists and is not a file")
-    if (out / CONFIG_FILE).exists() and not force:
-        raise StarError(f"{str(out / CONFIG_FILE)!r} already exists (pass --force to overwrite)")
-    if with_weights and (out / WEIGHTS_FILE).exists() and not force:
-        raise StarError(f"{str(out / WEIGHTS_FILE)!r} already exists (pass --force to overwrite)")
+    check_targets(out, targets, force)
     payload = to_hf_config(config).to_dict() if fmt == "hf" else config.to_dict()
     if with_weights:
         # fp32 weights, plus the copy that the transformers names need
@@ -209,6 +201,19 @@ def export(config: ArchConfig, out_dir: str | Path, fmt: str, weights: bool = Fa
 
     write_all_or_nothing(out, targets, write)
     return targets
+
+
+def check_targets(out: Path, targets: list[Path], force: bool) -> None:
+    """One-line errors, before anything is built or written, for an output folder `out` that is a
+    file, a target that exists but is not a file, and a target that exists without `force`."""
+    if out.exists() and not out.is_dir():
+        raise StarError(f"output {str(out)!r} exists and is not a folder")
+    for target in targets:
+        if target.exists() and not target.is_file():
+            raise StarError(f"{str(target)!r} exists and is not a file")
+    for target in targets:
+        if target.exists() and not force:
+            raise StarError(f"{str(target)!r} already exists (pass --force to overwrite)")
 
 
 def write_all_or_nothing(out: Path, targets: list[Path], write: Callable[[list[Path]], None]) -> None:

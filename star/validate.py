@@ -28,6 +28,13 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to pages), or its type's
+    name when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
