@@ -18,12 +18,17 @@ machine's CPU fingerprint is printed and written first in `--out`.  Printed: the
 ±10% of the measurement, for prefill and decode separately, Kendall's tau between predicted and
 measured, and the decode/prefill speed ratio of lfm2-350m over qwen3-0.6b.
 
+`--runtime executorch` measures every architecture as an ExecuTorch program instead (star export
+--format executorch's, lowered first or taken from the user's cache of programs:
+evaluators/measure_executorch.py), to check a profile made with `star profile --runtime executorch`;
+its profiles must have been made in that runtime, and peak memory is not checked there.
+
 Peak memory: for `--memory` of the same architectures (proxies and full size from both spaces, then
 the two presets), the peak resident memory of our model decoding at each of `--memory-contexts`,
 measured in a fresh process (`measure.measure_peak_memory`), against the predicted peak memory.
 
     python benchmarks/latency_accuracy.py [--profile dev-cpu] [--profile here] [--seed 1] [--runs 1]
-                                          [--proxies 20] [--full 12] [--memory 12]
+                                          [--proxies 20] [--full 12] [--memory 12] [--runtime eager]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 
 from star.arch import ArchConfig
 from star.evaluators.measure import fastest, measure_in_passes, measure_peak_memory
+from star.evaluators.measure_executorch import export_programs, model_job
 from star.evaluators.predictor import load_profile
 from star.machine import cpu_kind, fingerprint
 from star.presets import get_preset
@@ -95,6 +101,8 @@ def main() -> None:
     parser.add_argument("--memory-contexts", default="4096,32768")
     parser.add_argument("--max-memory-gib", type=float, default=12.0, help="skip larger predicted peaks")
     parser.add_argument("--out", help="write every measurement and prediction as JSON lines here")
+    parser.add_argument("--runtime", default="eager", choices=("eager", "executorch"),
+                        help="what to measure: our eager model, or its ExecuTorch program (the profiles must match)")
     parser.add_argument("--rescore", metavar="FILE", help="measure nothing: predict the measurements an earlier --out "
                                                          "stored with the given profiles")
     args = parser.parse_args()
@@ -102,6 +110,12 @@ def main() -> None:
     if args.rescore:
         rescore(args.rescore, profiles, args)
         return
+    wrong = [name for name, p in profiles.items() if p.runtime != args.runtime]
+    if wrong:
+        raise SystemExit(f"profiles {', '.join(wrong)} were not measured in {args.runtime}: check profiles of one "
+                         "runtime against measurements in it (--runtime)")
+    if args.runtime == "executorch":
+        args.memory = 0  # peak memory is measured in eager PyTorch only
     threads = {int(p.machine["threads"]) for p in profiles.values()}
     if len(threads) != 1:
         raise SystemExit(f"the profiles were measured with different thread counts ({sorted(threads)}): check them "
@@ -117,11 +131,14 @@ def main() -> None:
                             for r in p.machine.get("calibration_runs", []))
     archs = architectures(args.proxies, args.full, args.max_params, exclude=calibration, seed=args.seed)
     archs += [("preset", get_preset("lfm2-350m")), ("preset", get_preset("qwen3-0.6b"))]
+    if args.runtime == "executorch":
+        export_programs([model_job(config, args.prompt, args.context) for _, config in archs],
+                        progress=lambda done, total, what: print(f"  lowered {done}/{total}: {what}", flush=True))
     summary: dict[str, list[float]] = {}
     with open(args.out, "w") if args.out else contextlib.nullcontext() as out:
         if out:
             out.write(json.dumps({"fingerprint": here, "machine": cpu_kind(here), "seed": args.seed,
-                                  "prompt": args.prompt, "context": args.context,
+                                  "prompt": args.prompt, "context": args.context, "runtime": args.runtime,
                                   "profiles": {n: p.machine.get("fingerprint") for n, p in profiles.items()}}) + "\n")
         runs = []
         for run in range(1, args.runs + 1):
@@ -159,10 +176,11 @@ def measure_sample(archs: list, profiles: dict, args: argparse.Namespace) -> lis
     short = [config for kind, config in archs if kind == "proxy"]
     large = [config for kind, config in archs if kind != "proxy"]
     print(f"measuring {len(short)} proxies in passes", flush=True)
-    repeats = measure_in_passes(short, args.prompt, args.context, passes=args.rounds, reps=args.reps)
+    repeats = measure_in_passes(short, args.prompt, args.context, passes=args.rounds, reps=args.reps,
+                                runtime=args.runtime)
     print(f"measuring {len(large)} full-size models in passes", flush=True)
     repeats |= measure_in_passes(large, args.prompt, args.context, passes=args.full_rounds,
-                                 most=args.full_rounds + 1, reps=args.full_reps)
+                                 most=args.full_rounds + 1, reps=args.full_reps, runtime=args.runtime)
     rows = []
     for i, (kind, config) in enumerate(archs):
         rounds = repeats[config.name]

@@ -52,7 +52,8 @@ def cold_calibration_models() -> list[ArchConfig]:
             for width, heads, kv, ffn, blocks, vocab in shapes]
 
 
-def cold_scales(profile_: Profile, processes: int = 3) -> dict[str, dict[str, float]]:
+def cold_scales(profile_: Profile, processes: int = 3, runtime: str = "eager",
+                models: list[ArchConfig] | None = None) -> dict[str, dict[str, float]]:
     """Per phase and model width, measured whole-model time over the sum of cold unit timings.
 
     A unit timed alone right after a cache flush waits on memory that a whole model streams with the
@@ -62,11 +63,10 @@ def cold_scales(profile_: Profile, processes: int = 3) -> dict[str, dict[str, fl
     next) and the fastest taken (`measure.fastest`).  Only models the predictor treats as cold on this
     machine count."""
     scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
-    for config in cold_calibration_models():
-        if profile_.cache_state(config, CALIBRATION_CONTEXT) != "cold":
-            continue
+    for config in cold_models(profile_, models):
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
-        timings = [measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, reps=3) for _ in range(processes)]
+        timings = [measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, reps=3, runtime=runtime)
+                   for _ in range(processes)]
         width = str(config.hidden_size)
         prefill, decode = fastest(timings)
         scales["prefill"][width] = prefill / predicted["ttft_ms"]
@@ -74,8 +74,15 @@ def cold_scales(profile_: Profile, processes: int = 3) -> dict[str, dict[str, fl
     return scales
 
 
-def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3, most: int = 6
-                    ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]]]:
+def cold_models(profile_: Profile, models: list[ArchConfig] | None = None) -> list[ArchConfig]:
+    """Those of `models` (default: cold_calibration_models) that this machine runs cold (larger than
+    its last-level cache)."""
+    return [config for config in (cold_calibration_models() if models is None else models)
+            if profile_.cache_state(config, CALIBRATION_CONTEXT) == "cold"]
+
+
+def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3, most: int = 6,
+                    runtime: str = "eager") -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]]]:
     """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
     weight byte of a decode step, from the gaps between measured and unit-summed times of
     `models` (random proxies), each measured in at least `passes` separate passes and up to `most` where
@@ -92,7 +99,8 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     the calibration models' particular shapes, which per-kind constants learned and carried to
     other shapes (measured: 100% of the accuracy sample within 10% with one constant, 84-88% with
     per-kind ones)."""
-    timings = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most)
+    timings = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
+                                runtime=runtime)
     runs = []
     for config in models:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
@@ -152,7 +160,8 @@ CALIBRATION_STAGES = ("calibrating: fixed costs on whole proxies", "calibrating:
 
 
 def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
-              stage: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+              stage: Callable[[int, str], None] | None = None, runtime: str = "eager",
+              cold_configs: list[ArchConfig] | None = None) -> dict[str, Any]:
     """Measure what unit timings miss on whole models and store it in the profile's metadata:
 
     - the fixed time each kind of block adds and the decode cost per weight byte (`block_overheads`),
@@ -162,7 +171,12 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     - the runtime's fixed working memory on top of weights, cache and activations.
 
     `quick` (with `star profile --quick`, which passes 16 proxies) measures each proxy in two or three
-    passes and each cold model in two processes instead of three."""
+    passes and each cold model in two processes instead of three.  `cold_configs` replaces the cold-cache
+    models (cold_calibration_models).
+
+    In ExecuTorch (`runtime`), every model is first lowered to a program (or taken from the cache of
+    programs: evaluators/measure_executorch.py), and the runtime's working memory is not measured
+    (peak memory predictions of such a profile count weights, caches and activations only)."""
     import os
 
     import pyarrow.parquet as pq
@@ -173,23 +187,32 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
         profile_.machine.pop(key, None)
     report = stage or (lambda done, what: None)
     passes, most = (2, 3) if quick else (3, 6)
+    if runtime == "executorch":
+        from .measure_executorch import export_programs, model_job
+
+        models = proxies + cold_models(profile_, cold_configs)
+        jobs = [model_job(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT) for config in models]
+        export_programs(jobs, progress=lambda done, total, what: report(
+            0, f"lowering calibration models to ExecuTorch ({done}/{total}): {what}"))
     report(0, CALIBRATION_STAGES[0])
-    overhead, per_byte, runs = block_overheads(profile_, proxies, passes, most)
+    overhead, per_byte, runs = block_overheads(profile_, proxies, passes, most, runtime)
     profile_.machine["block_overhead_ms"] = overhead
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     report(1, CALIBRATION_STAGES[1])
-    cold_scale = cold_scales(profile_, processes=2 if quick else 3)
+    cold_scale = cold_scales(profile_, processes=2 if quick else 3, runtime=runtime, models=cold_configs)
     report(2, CALIBRATION_STAGES[2])
-    runtime = []
-    for name in ("lfm2-proxy", "attention-proxy"):
-        config = to_proxy(get_preset(name), **LATENCY_PROXY)  # the calibration shape, as before
-        measured = measure_peak_memory(config, CALIBRATION_CONTEXT)
-        runtime.append(measured - peak_memory_bytes(config, CALIBRATION_CONTEXT, profile_.weight_bytes))
+    working = [0.0]  # ExecuTorch: not measured
+    if runtime == "eager":
+        working = []
+        for name in ("lfm2-proxy", "attention-proxy"):
+            config = to_proxy(get_preset(name), **LATENCY_PROXY)  # the calibration shape, as before
+            measured = measure_peak_memory(config, CALIBRATION_CONTEXT)
+            working.append(measured - peak_memory_bytes(config, CALIBRATION_CONTEXT, profile_.weight_bytes))
     table = pq.read_table(path)
     machine = json.loads(table.schema.metadata[b"star.profile"])
     calibration = {"block_overhead_ms": overhead, "warm_decode_ms_per_weight_byte": per_byte,
                    "cold_scale": cold_scale,
-                   "runtime_bytes": max(0.0, float(statistics.median(runtime))), "timing_noise": timing_noise(runs)}
+                   "runtime_bytes": max(0.0, float(statistics.median(working))), "timing_noise": timing_noise(runs)}
     machine.pop("overhead_ms_per_block", None)  # the single constant of older profiles
     machine.update(calibration, calibration_runs=runs)  # the raw measurements, for inspection
     tmp = path + ".tmp"

@@ -53,6 +53,7 @@ class Grid:
     decode: tuple[int, ...]
     reps: int
     warmup: int
+    units: tuple[str, ...] = ()  # only these units ("mixer:attention", "head", ...); all when empty (tests)
 
 
 FULL = Grid(widths=(128, 256, 512, 1024, 2048), prefill=(64, 256, 1024), decode=(128, 1024, 4096, 16384), reps=9,
@@ -73,6 +74,7 @@ def unit_specs(width: int) -> Iterator[tuple[str, Any]]:
 
 
 def cases(grid: Grid) -> list[Case]:
+    """Every case of `grid` (its `units` only, where it names some)."""
     out = []
     for width in grid.widths:
         for unit, spec in unit_specs(width):
@@ -88,7 +90,7 @@ def cases(grid: Grid) -> list[Case]:
                 for t in grid.prefill:
                     out.append(Case(unit, width, vocab, "prefill", t))
                 out.append(Case(unit, width, vocab, "decode", grid.decode[0]))
-    return out
+    return [case for case in out if not grid.units or case.unit in grid.units]
 
 
 def _module(case: Case, dtype: torch.dtype) -> tuple[Callable[[torch.Tensor, Any], torch.Tensor], Any]:
@@ -217,16 +219,24 @@ def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> t
 
 
 def _serve_forks() -> None:
-    """The fork server's loop: for each request on stdin (one JSON line: function, model, threads,
-    arguments), fork a child that runs it, and print the child's result as one JSON line.
+    """The fork server's loop: for each request on stdin (one JSON line: module, function, model,
+    threads, arguments), fork a child that runs it, and print the child's result as one JSON line.
 
     A child starts from a process that has imported torch and run nothing: what a fresh interpreter
-    gives, without paying 1.7 s of every 2.3 s proxy measurement for importing torch again."""
+    gives, without paying 1.7 s of every 2.3 s proxy measurement for importing torch again.  A
+    module's `prepare_process` (ExecuTorch's runtime: evaluators/measure_executorch.py) runs here,
+    once, for the same reason."""
+    import importlib
     import os
     import sys
 
+    prepared: set[str] = set()
     for line in sys.stdin:
         request = json.loads(line)
+        module = importlib.import_module(request["module"])
+        if request["module"] not in prepared and hasattr(module, "prepare_process"):
+            module.prepare_process()
+        prepared.add(request["module"])
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: measure, report through the pipe, exit without cleanup
@@ -234,7 +244,7 @@ def _serve_forks() -> None:
             os.dup2(2, 1)  # stray prints must not reach the protocol on stdout
             try:
                 torch.set_num_threads(request["threads"])
-                function = globals()[request["function"]]
+                function = getattr(module, request["function"])
                 result = {"result": function(ArchConfig.from_json(request["model"]), *request["args"])}
             except BaseException as e:  # every failure goes back to the caller
                 result = {"error": f"{type(e).__name__}: {e}"}
@@ -251,9 +261,10 @@ def _serve_forks() -> None:
 _FORK_SERVER: Any = None  # the running fork server (subprocess.Popen), started on first use
 
 
-def _in_fresh_process(function: Callable[..., Any], config: ArchConfig, threads: int | None, *args: int) -> Any:
-    """Run `function(config, *args)` of this module in a new process (a child of the fork server,
-    `_serve_forks`); return its result.
+def _in_fresh_process(function: Callable[..., Any] | str, config: ArchConfig, threads: int | None, *args: int) -> Any:
+    """Run `function(config, *args)` in a new process (a child of the fork server, `_serve_forks`);
+    return its result.  `function` is one of this module's, or named 'module:function' (the fork
+    server imports the module: evaluators/measure_executorch.py imports this one).
 
     End-to-end measurements run there because a process's history changes them: after a profile or
     a 1B-parameter model, the same proxy prefilled up to 1.5x slower in the same process (a large
@@ -266,7 +277,8 @@ def _in_fresh_process(function: Callable[..., Any], config: ArchConfig, threads:
         code = "from star.evaluators.measure import _serve_forks; _serve_forks()"
         _FORK_SERVER = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
-    request = {"function": function.__name__, "model": config.to_json(),
+    module, name = function.split(":") if isinstance(function, str) else (function.__module__, function.__name__)
+    request = {"module": module, "function": name, "model": config.to_json(),
                "threads": threads or torch.get_num_threads(), "args": [int(a) for a in args]}
     _FORK_SERVER.stdin.write(json.dumps(request) + "\n")
     _FORK_SERVER.stdin.flush()
@@ -276,16 +288,21 @@ def _in_fresh_process(function: Callable[..., Any], config: ArchConfig, threads:
     return reply["result"]
 
 
+RUNTIMES = ("eager", "executorch")  # eager PyTorch (our StarLM); ExecuTorch (evaluators/measure_executorch.py)
+
+
 def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
-                  threads: int | None = None) -> tuple[float, float]:
+                  threads: int | None = None, runtime: str = "eager") -> tuple[float, float]:
     """(prefill ms, decode ms per token) of our whole model, end to end, in a fresh process: medians
-    of `reps` calls after a warm-up, with the same allocator settings as the profile."""
-    prefill, decode = _in_fresh_process(_timings_here, config, threads, prompt, context, reps)
+    of `reps` calls after a warm-up, with the same allocator settings as the profile.  In ExecuTorch
+    (`runtime`), the model's program must have been exported (measure_executorch.export_programs)."""
+    timings = _timings_here if runtime == "eager" else "star.evaluators.measure_executorch:_timings_here"
+    prefill, decode = _in_fresh_process(timings, config, threads, prompt, context, reps)
     return prefill, decode
 
 
 def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, passes: int = 3, most: int = 6,
-                      spread: float = 0.06, reps: int = 7, threads: int | None = None
+                      spread: float = 0.06, reps: int = 7, threads: int | None = None, runtime: str = "eager"
                       ) -> dict[str, list[tuple[float, float]]]:
     """`measure_model` for each of `configs`, in `passes` separate passes over all of them, then in
     further passes over those whose two fastest measurements still differ by more than `spread`
@@ -310,7 +327,7 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
 
     while todo := [config for config in configs if unsettled(config)]:
         for config in todo:
-            timings[config.name].append(measure_model(config, prompt, context, reps, threads))
+            timings[config.name].append(measure_model(config, prompt, context, reps, threads, runtime))
     return timings
 
 

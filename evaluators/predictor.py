@@ -145,12 +145,21 @@ class Profile:
                 f"{shown} (under {100 * NOISY:.0f}% when idle), so its predictions are as uncertain; profile again "
                 "when the machine is idle")
 
+    @property
+    def runtime(self) -> str:
+        """What the profile timed: 'eager' (PyTorch; every profile before runtimes were recorded) or
+        'executorch' (its programs, `star profile --runtime executorch`)."""
+        return str(self.machine.get("runtime", "eager"))
+
     def measured_on(self) -> str:
-        """The CPU kind the profile was measured on, in one phrase."""
+        """The CPU kind the profile was measured on, and the runtime where not eager PyTorch, in one phrase."""
         from star.machine import cpu_kind
 
         recorded = self.machine.get("fingerprint")
-        return cpu_kind(recorded) if recorded else f"{self.machine.get('cpu', 'an unrecorded CPU')} (no fingerprint)"
+        where = cpu_kind(recorded) if recorded else f"{self.machine.get('cpu', 'an unrecorded CPU')} (no fingerprint)"
+        if self.runtime == "executorch":
+            where += f", in ExecuTorch {self.machine.get('executorch', '')}".rstrip()
+        return where
 
     def _unit_ms(self, case: Case, cache: str) -> tuple[float, float]:
         """(median ms, p95 ms) of one unit call: the fits at the two profiled widths around the case's
@@ -268,12 +277,14 @@ class Profile:
 HERE = "here"  # the profile made on this machine: star profile's own, else a shipped one that matches it
 
 
-def machine_profile_path(quick: bool = False) -> Path:
+def machine_profile_path(quick: bool = False, runtime: str = "eager") -> Path:
     """Where `star profile` without -o keeps this machine's profile: the user's cache folder, one file
-    per CPU fingerprint (so a home folder shared by different machines holds one for each)."""
+    per CPU fingerprint (so a home folder shared by different machines holds one for each) and
+    runtime (`here` reads the eager ones)."""
     from star.machine import cache_dir, fingerprint, fingerprint_key
 
-    name = f"{fingerprint_key(fingerprint())}{'-quick' if quick else ''}.parquet"
+    runtime_part = "" if runtime == "eager" else f"-{runtime}"
+    name = f"{fingerprint_key(fingerprint())}{runtime_part}{'-quick' if quick else ''}.parquet"
     return cache_dir() / "profiles" / name
 
 

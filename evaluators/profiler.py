@@ -23,8 +23,8 @@ from star.errors import StarError
 from star.machine import fingerprint, tune_allocator
 
 from .calibration import CALIBRATION_STAGES, calibrate
-from .features import features
-from .measure import DTYPES, FULL, QUICK, Grid, cases, llc_bytes, measure
+from .features import Case, features
+from .measure import DTYPES, FULL, QUICK, RUNTIMES, Grid, cases, llc_bytes, measure
 
 PROFILE_FORMAT = 2  # 2: the CPU fingerprint (star.machine.fingerprint) replaces the CPU name
 # The grid is timed this many times over, and each case keeps its fastest sweep's figures.  The calls
@@ -36,12 +36,15 @@ PROFILE_FORMAT = 2  # 2: the CPU fingerprint (star.machine.fingerprint) replaces
 SWEEPS = 2
 
 
-def machine_info(threads: int, dtype: str, device: str, grid: str) -> dict[str, Any]:
-    """What a profile records about where and how it was measured; `fingerprint` decides where it applies."""
+def machine_info(threads: int, dtype: str, device: str, grid: str, runtime: str = "eager") -> dict[str, Any]:
+    """What a profile records about where and how it was measured; `fingerprint` decides where it applies,
+    `runtime` what it times (eager PyTorch, or ExecuTorch programs and that release of it)."""
     from importlib import metadata
 
     return {"fingerprint": fingerprint(), "threads": str(threads), "dtype": dtype, "device": device,
-            "grid": grid, "star": metadata.version("star-nas"), "python": platform.python_version(),
+            "grid": grid, "runtime": runtime,
+            **({"executorch": metadata.version("executorch")} if runtime == "executorch" else {}),
+            "star": metadata.version("star-nas"), "python": platform.python_version(),
             "format": str(PROFILE_FORMAT), "llc_bytes": str(llc_bytes()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -53,9 +56,13 @@ def spec_text(spec: Any) -> str:
 
 def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: int | None = None,
             dtype: str = "fp32", quick: bool = False, progress: Callable[[int, int, str], None] | None = None,
-            grid: Grid | None = None) -> int:
+            grid: Grid | None = None, runtime: str = "eager", cold_configs: list[ArchConfig] | None = None) -> int:
     """Measure the grid, write it to `out` (Parquet) and calibrate it on whole models, `proxies` among
-    them (`star profile` passes star.search_spaces.calibration_proxies); return the number of rows."""
+    them (`star profile` passes star.search_spaces.calibration_proxies); return the number of rows.
+
+    `runtime` "executorch" times every unit and whole model as an ExecuTorch program
+    (evaluators/measure_executorch.py), lowered first (or taken from the user's cache of programs).
+    `cold_configs` replaces the cold-cache calibration models (calibration.cold_calibration_models)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -63,6 +70,10 @@ def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: i
         raise StarError(f"--device {device}: only cpu profiles are implemented so far")
     if dtype not in DTYPES:
         raise StarError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if runtime not in RUNTIMES:
+        raise StarError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "executorch" and dtype != "fp32":
+        raise StarError("--runtime executorch profiles fp32 programs only (star export --format executorch's)")
     if not out.endswith(".parquet"):
         raise StarError(f"-o {out}: expected a .parquet file name")
     if threads:
@@ -72,13 +83,16 @@ def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: i
     todo = cases(grid)
     runs = [(case, cold) for case in todo for cold in (False, True)]
     total = SWEEPS * len(runs) + len(CALIBRATION_STAGES)
+    timer = _eager_timer(dtype, grid)
+    if runtime == "executorch":
+        timer = _executorch_timer(grid, progress)
     best: dict[int, tuple[float, float]] = {}
     for sweep in range(SWEEPS):
         for i, (case, cold) in enumerate(runs):
             if progress:
                 progress(sweep * len(runs) + i, total,
                          f"{case.unit} d={case.width} {case.phase} T={case.tokens}{' cold' if cold else ''}")
-            timing = measure(case, DTYPES[dtype], grid.reps, grid.warmup, cold)
+            timing = timer(case, cold)
             if i not in best or timing[0] < best[i][0]:
                 best[i] = timing
     rows = []
@@ -90,7 +104,7 @@ def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: i
                      "median_ms": median, "p95_ms": p95, "reps": grid.reps})
     table = pa.Table.from_pylist(rows)
     grid_name = "quick" if grid is QUICK else "full" if grid is FULL else "custom"
-    meta = {"star.profile": json.dumps(machine_info(torch.get_num_threads(), dtype, device, grid_name))}
+    meta = {"star.profile": json.dumps(machine_info(torch.get_num_threads(), dtype, device, grid_name, runtime))}
     table = table.replace_schema_metadata(meta)
     tmp = out + ".tmp"
     pq.write_table(table, tmp)
@@ -100,5 +114,26 @@ def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: i
         if progress:
             progress(SWEEPS * len(runs) + done, total, what)
 
-    calibrate(out, proxies, quick=quick, stage=stage)
+    calibrate(out, proxies, quick=quick, stage=stage, runtime=runtime, cold_configs=cold_configs)
     return len(rows)
+
+
+def _eager_timer(dtype: str, grid: Grid) -> Callable[[Case, bool], tuple[float, float]]:
+    """(median ms, p95 ms) of a case in eager PyTorch (measure.measure)."""
+    return lambda case, cold: measure(case, DTYPES[dtype], grid.reps, grid.warmup, cold)
+
+
+def _executorch_timer(grid: Grid, progress: Callable[[int, int, str], None] | None
+                      ) -> Callable[[Case, bool], tuple[float, float]]:
+    """(median ms, p95 ms) of a case in its unit's ExecuTorch program, after lowering every unit's
+    program that the user's cache of programs lacks (a few seconds each)."""
+    from star.executorch import set_threads
+
+    from .measure_executorch import export_programs, measure_unit, unit_jobs
+
+    jobs = unit_jobs(grid)
+    export_programs(list(jobs.values()), progress=lambda done, total, what: progress and progress(
+        0, 1, f"lowering unit programs to ExecuTorch ({done}/{total}): {what}"))
+    set_threads(torch.get_num_threads())
+    return lambda case, cold: measure_unit(case, jobs[(case.unit, case.width, repr(case.spec))], grid.reps,
+                                           grid.warmup, cold)

@@ -183,8 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a coarse grid and a lighter calibration (about 2.5 min on 2 cores) instead of the full one "
                         "(about 15 min); good enough for search objectives")
+    p.add_argument("--runtime", default="eager", choices=("eager", "executorch"),
+                   help="what to time: eager PyTorch (default), or ExecuTorch programs as `star export --format "
+                        "executorch` writes them (needs the deploy extra; lowering the programs takes about 15 min "
+                        "on 2 cores the first time with --quick, and they are kept for the next profile)")
     p.add_argument("-o", "--out", help="Parquet file to write (default: this machine's profile in the user cache "
-                                       "folder, which `star predict` and `--device-profile here` use)")
+                                       "folder, which `star predict` and `--device-profile here` use; an "
+                                       "ExecuTorch profile goes beside it, named with --profile FILE)")
 
     p = sub.add_parser("predict", help="predicted latency and memory of an architecture on a profiled device")
     _add_source(p)
@@ -859,8 +864,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
     if args.threads is not None and args.threads < 1:
         raise StarError(f"--threads must be >= 1, got {args.threads}")
+    if args.runtime == "executorch":
+        from star.executorch import require_executorch
+
+        if args.dtype != "fp32":
+            raise StarError("--runtime executorch profiles fp32 programs only (star export --format executorch's)")
+        with _quiet_exporters():
+            require_executorch("--runtime executorch")
     if args.out is None:
-        target = machine_profile_path(quick=args.quick)
+        target = machine_profile_path(quick=args.quick, runtime=args.runtime)
         target.parent.mkdir(parents=True, exist_ok=True)
         args.out = str(target)
     check_output_file(args.out, "-o")
@@ -872,8 +884,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
         def progress(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=what)
 
-        proxies = calibration_proxies(per_space=8 if args.quick else 16)
-        rows = profile(args.out, proxies, args.device, args.threads, args.dtype, args.quick, progress)
+        # ExecuTorch: fewer calibration proxies, as each is lowered first (about 100 s each on 2 cores)
+        per_space = (8 if args.quick else 16) if args.runtime == "eager" else (4 if args.quick else 8)
+        with _quiet_exporters() if args.runtime == "executorch" else contextlib.nullcontext():
+            rows = profile(args.out, calibration_proxies(per_space), args.device, args.threads, args.dtype,
+                           args.quick, progress, runtime=args.runtime)
     made = Profile(args.out)
     noise = made.machine.get("timing_noise", {})
     print(f"wrote {args.out} ({rows} measurements; {made.measured_on()}; timing noise, median spread of repeated "

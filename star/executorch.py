@@ -18,9 +18,10 @@ and these functions say in one line what to install.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,18 @@ class StaticCacheLM(nn.Module):
 
     def prefill(self, tokens: Tensor) -> Tensor:
         """Logits (1, vocab) of the prompt's last position; every block's state starts afresh."""
+        return self.model.head(self.prefill_hidden(self.model.embed_tokens(tokens))[:, -1])
+
+    def decode(self, token: Tensor, position: Tensor) -> Tensor:
+        """Logits (1, vocab) of one token (1, 1) at `position` (1,), continuing from the state."""
+        return self.model.head(self.decode_hidden(self.model.embed_tokens(token[:, 0]), position))
+
+    def prefill_hidden(self, x: Tensor) -> Tensor:
+        """The blocks alone on a prompt's hidden states (1, T, d) from position 0: what `prefill` runs
+        between the embedding and the head, and what a profile times one unit by
+        (evaluators/measure_executorch.py)."""
         ctx = Context(position=0)
-        time = tokens.shape[1]
-        x = self.model.embed_tokens(tokens)
+        time = x.shape[1]
         for i, layer in enumerate(self.model.layers):
             ctx.layer = i
             mixer, buffers = layer.mixer, self._state(i)
@@ -110,12 +120,12 @@ class StaticCacheLM(nn.Module):
                     buffer.copy_(fresh[key])
             if layer.feed_forward is not None:
                 x = x + layer.feed_forward(layer.ffn_norm(x))
-        return self.model.head(x[:, -1])
+        return x
 
-    def decode(self, token: Tensor, position: Tensor) -> Tensor:
-        """Logits (1, vocab) of one token (1, 1) at `position` (1,), continuing from the state."""
+    def decode_hidden(self, x: Tensor, position: Tensor) -> Tensor:
+        """The blocks alone on one token's hidden state (1, d) at `position` (1,): `decode` between
+        the embedding and the head."""
         ctx = Context()
-        x = self.model.embed_tokens(token[:, 0])
         caches: dict[int, dict[str, Tensor]] = {}
         for i, layer in enumerate(self.model.layers):
             ctx.layer = i
@@ -130,7 +140,7 @@ class StaticCacheLM(nn.Module):
                     buffer.copy_(current[key])
             if layer.feed_forward is not None:
                 x = x + layer.feed_forward(layer.ffn_norm(x))
-        return self.model.head(x)
+        return x
 
     @staticmethod
     def _attend(mixer: Attention, x: Tensor, cache: dict[str, Tensor], position: Tensor) -> Tensor:
@@ -153,8 +163,9 @@ class StaticCacheLM(nn.Module):
         return mixer.out_proj(out.reshape(x.shape[0], cfg.num_heads * cfg.head_dim))
 
 
-class _Method(nn.Module):
-    """One method of StaticCacheLM as a module's forward, which torch.export traces."""
+class Method(nn.Module):
+    """One method of a module (StaticCacheLM's `prefill`, `decode`, ...) as a module's forward, which
+    torch.export traces."""
 
     def __init__(self, lm: StaticCacheLM, name: str) -> None:
         super().__init__()
@@ -184,21 +195,29 @@ def check_shape(config: ArchConfig, prompt: int, context: int) -> None:
 
 def to_program(model: StarLM, prompt: int, context: int, quantize: bool = False) -> bytes:
     """The serialised ExecuTorch program (both methods, XNNPACK delegate) of `model`."""
+    check_shape(model.config, prompt, context)
+    lm = StaticCacheLM(model.eval(), context).eval()
+    inputs = example_inputs(model.config, prompt)
+    return lower({name: (Method(lm, name), args) for name, args in inputs.items()}, model.config.name, quantize)
+
+
+def lower(methods: dict[str, tuple[nn.Module, tuple[Tensor, ...]]], name: str, quantize: bool = False) -> bytes:
+    """One serialised ExecuTorch program with a method per entry of `methods` (a module whose forward
+    is the method, and example inputs that fix its shapes); the methods share their mutable buffers
+    (the decode state), the linear layers and what else XNNPACK supports run in its delegate.
+    Any failure to export or lower is one line naming `name`."""
     require_executorch("exporting to ExecuTorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
 
-    check_shape(model.config, prompt, context)
     load_llm_ops()
-    lm = StaticCacheLM(model.eval(), context).eval()
-    inputs = example_inputs(model.config, prompt)
     try:
         with torch.no_grad():
-            programs = {name: torch.export.export(_Method(lm, name), args, strict=False)
-                        for name, args in inputs.items()}
+            programs = {method: torch.export.export(module, args, strict=False)
+                        for method, (module, args) in methods.items()}
             if quantize:
-                programs = {name: _quantized(program, inputs[name]) for name, program in programs.items()}
+                programs = {method: _quantized(program, methods[method][1]) for method, program in programs.items()}
             edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
             program = edge.to_executorch(ExecutorchBackendConfig(
                 memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True),
@@ -206,7 +225,7 @@ def to_program(model: StarLM, prompt: int, context: int, quantize: bool = False)
     except StarError:
         raise
     except Exception as err:  # export and lowering raise many types; the first line names the operator
-        raise StarError(f"cannot lower {model.config.name} to ExecuTorch: {first_line(err)[:300]}") from None
+        raise StarError(f"cannot lower {name} to ExecuTorch: {first_line(err)[:300]}") from None
     return program.buffer
 
 
@@ -279,17 +298,8 @@ class ExecuTorchLM:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         """Load the program at `path`; `threads` resizes ExecuTorch's thread pool (XNNPACK's work is
         split over it; by default one thread per core)."""
-        require_executorch("running an ExecuTorch program")
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-
-        load_llm_ops()
-        if threads:
-            portable_lib._unsafe_reset_threadpool(threads)
-        self.threads = portable_lib._threadpool_get_thread_count()
+        self.threads = set_threads(threads)
         path = Path(path)
-        if not path.is_file():
-            raise StarError(f"ExecuTorch program {str(path)!r} does not exist")
         # The cache length from the export's record beside the program, where there is one: past it,
         # a full cache would wrap around like a sliding window's ring and answer wrongly.
         meta = path.with_name(METADATA_FILE)
@@ -301,12 +311,9 @@ class ExecuTorchLM:
                 self.context = int(json.loads(read_regular_file(meta, "ExecuTorch record", MAX_JSON_BYTES))["context"])
             except (ValueError, KeyError, TypeError):
                 raise StarError(f"{str(meta)!r} is not an export record of star (no integer 'context')") from None
-        try:
-            program = Runtime.get().load_program(str(path))
-            self._prefill = program.load_method("prefill")
-            self._decode = program.load_method("decode")
-        except Exception as err:  # the runtime raises RuntimeError and ValueError for bad programs
-            raise StarError(f"cannot load ExecuTorch program {str(path)!r}: {first_line(err)}") from None
+        program = load_program(path)
+        self._prefill = program.load_method("prefill")
+        self._decode = program.load_method("decode")
 
     def prefill(self, tokens: Tensor) -> Tensor:
         return self._prefill.execute([tokens])[0]
@@ -315,3 +322,50 @@ class ExecuTorchLM:
         if self.context is not None and not 0 <= position < self.context:
             raise StarError(f"decode position {position} is outside the program's cache (0..{self.context - 1})")
         return self._decode.execute([token, torch.tensor([position])])[0]
+
+
+def set_threads(threads: int | None) -> int:
+    """Resize ExecuTorch's thread pool, over which XNNPACK splits its work (by default one thread per
+    core), to `threads`; return the thread count now."""
+    require_executorch("running an ExecuTorch program")
+    from executorch.extension.pybindings import portable_lib
+
+    if threads:
+        with _stderr_silenced():  # its C++ log reports reading CPU files that x86 machines lack
+            portable_lib._unsafe_reset_threadpool(threads)
+    return int(portable_lib._threadpool_get_thread_count())
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration (C++ code writes there directly)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def load_program(path: str | Path) -> Any:
+    """The `.pte` program at `path`, loaded into ExecuTorch's runtime in this process with every
+    method loadable (its kernels registered, star.executorch.load_llm_ops); one line if it cannot be."""
+    require_executorch("running an ExecuTorch program")
+    from executorch.runtime import Runtime
+
+    load_llm_ops()
+    if not Path(path).is_file():
+        raise StarError(f"ExecuTorch program {str(path)!r} does not exist")
+    try:
+        program = Runtime.get().load_program(str(path))
+        for name in program.method_names:
+            program.load_method(name)
+    except Exception as err:  # the runtime raises RuntimeError and ValueError for bad programs
+        raise StarError(f"cannot load ExecuTorch program {str(path)!r}: {first_line(err)}") from None
+    return program

@@ -4,6 +4,8 @@ Skipped only where the deploy extra is not installed (`.ci/run` installs it); th
 for a missing ExecuTorch is tested everywhere.
 """
 
+import importlib.metadata
+import importlib.util
 import json
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from star.arch import (
     ShortConvMixer,
     SwiGLUFFN,
 )
+from star.evaluators.measure import Grid
+from star.evaluators.predictor import Profile
 from star.export import build_model
 
 
@@ -146,3 +150,67 @@ def test_bad_lengths_and_existing_programs_are_one_line(tmp_path, capsys):
     assert (tmp_path / "b" / "model.pte").read_bytes() == b"someone's program"
     with pytest.raises(StarError, match="cannot load ExecuTorch program"):
         ExecuTorchLM(tmp_path / "b" / "model.pte")
+
+
+def test_profile_runtime_options_are_one_line(tmp_path):
+    """`star profile --runtime executorch` without the extra, or with a dtype its programs lack: one
+    line, exit 2, no file."""
+    out = str(tmp_path / "p.parquet")
+    argv = ["profile", "--runtime", "executorch", "--quick", "-o", out]
+    code = f"import sys; sys.modules['executorch'] = None; from star.cli import main; sys.exit(main({argv!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and ".[deploy]" in done.stderr
+    if importlib.util.find_spec("executorch") is not None:
+        done = star("profile", "--runtime", "executorch", "--dtype", "bf16", "--quick", "-o", out)
+        assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "fp32" in done.stderr
+    assert not (tmp_path / "p.parquet").exists()
+
+
+@pytest.mark.slow
+def test_profile_in_executorch_times_unit_programs_and_predicts(tmp_path):
+    """A profile timed in ExecuTorch (one width, one length per phase, the units of two 2-block
+    calibration models): each unit and phase measured from its own program, the runtime recorded
+    and named by `star predict`; a unit's program computes what the eager unit does; programs are
+    lowered once and kept."""
+    pytest.importorskip("executorch")
+    from star.evaluators.measure_executorch import export_programs, program_path, unit_jobs
+    from star.evaluators.profiler import profile
+    from star.executorch import load_program
+    from star.model import StarLM
+
+    units = ("mixer:short_conv", "ffn:mlp", "embedding", "head")
+    grid = Grid(widths=(128,), prefill=(16,), decode=(32,), reps=2, warmup=1, units=units)
+    block = BlockConfig(mixer=ShortConvMixer(kernel=3), ffn=MLPFFN(hidden=512))
+    proxies = [ArchConfig(hidden_size=128, vocab_size=512, blocks=(block,) * blocks, name=f"conv-{blocks}")
+               for blocks in (1, 2)]
+    path = tmp_path / "et.parquet"
+    profile(str(path), proxies, threads=1, quick=True, grid=grid, runtime="executorch", cold_configs=[])
+    made = Profile(path)
+    assert made.runtime == "executorch" and made.machine["executorch"] == importlib.metadata.version("executorch")
+    assert "in ExecuTorch" in made.measured_on()
+    assert {(r["unit"], r["phase"]) for r in made.rows} == {(u, p) for u in units for p in ("prefill", "decode")}
+    assert all(r["median_ms"] > 0 for r in made.rows)
+    runs = made.machine["calibration_runs"]
+    assert [json.loads(r["model"])["name"] for r in runs] == ["conv-1", "conv-2"]
+    assert all(r["prefill_ms"] > 0 and r["decode_ms"] > 0 for r in runs)
+
+    jobs = unit_jobs(grid)
+    job = jobs[("ffn:mlp", 128, repr(MLPFFN(hidden=512)))]
+    x = torch.randn(1, 16, 128)
+    got = load_program(program_path(job)).load_method("prefill_16").execute([x])[0]
+    torch.manual_seed(0)
+    layer = StarLM(ArchConfig.from_json(job.model)).eval().layers[0]
+    with torch.no_grad():
+        assert torch.allclose(got, x + layer.feed_forward(layer.ffn_norm(x)), atol=1e-4)
+
+    kept = {p: p.stat().st_mtime_ns for p in program_path(job).parent.iterdir()}
+    export_programs(list(jobs.values()))  # all kept: nothing lowered again
+    assert {p: p.stat().st_mtime_ns for p in program_path(job).parent.iterdir()} == kept
+
+    (tmp_path / "arch.json").write_text(proxies[1].to_json())
+    done = star("predict", "--config", str(tmp_path / "arch.json"), "--profile", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["machine"]["runtime"] == "executorch" and out["prefill_ms"] > 0 and out["decode_ms_per_token"] > 0
+    done = star("predict", "--config", str(tmp_path / "arch.json"), "--profile", str(path))
+    assert "in ExecuTorch" in done.stdout
