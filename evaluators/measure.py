@@ -170,11 +170,9 @@ def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool =
             return torch.randint(0, case.spec, (1, tokens))
         return torch.randn(1, tokens, d, dtype=dtype)
 
-    times: list[float] = []
     decode_state = new_state(case.tokens) if case.phase == "decode" else None
-    for i in range(warmup + reps):
-        if len(times) >= MIN_REPS and sum(times) > SLOW_CASE_MS:  # a slow case: its median is settled
-            break
+
+    def once() -> float:
         # Prefill starts from an empty cache every call; decode keeps stepping one state (it grows by one
         # token per call, negligible against the context).
         state = new_state(0) if case.phase == "prefill" else decode_state
@@ -182,11 +180,34 @@ def measure(case: Case, dtype: torch.dtype, reps: int, warmup: int, cold: bool =
         x = inputs(case.tokens if case.phase == "prefill" else 1)
         start = time.perf_counter()
         fn(x, state)
-        elapsed = time.perf_counter() - start
+        return time.perf_counter() - start
+
+    return time_calls(once, reps, warmup)
+
+
+def time_calls(once: Callable[[], float], reps: int, warmup: int) -> tuple[float, float]:
+    """(median ms, p95 ms) of `reps` calls of `once` (which returns the seconds of the call it timed)
+    after `warmup` untimed ones; a slow case stops after MIN_REPS timed calls over SLOW_CASE_MS.
+    Shared by eager units (`measure`) and ExecuTorch units (measure_executorch.measure_unit)."""
+    times: list[float] = []
+    for i in range(warmup + reps):
+        if len(times) >= MIN_REPS and sum(times) > SLOW_CASE_MS:  # a slow case: its median is settled
+            break
+        elapsed = once()
         if i >= warmup:
             times.append(elapsed * 1e3)
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+
+
+def median_ms(once: Callable[[], float], reps: int) -> float:
+    """Median ms of calls of `once` (returning the seconds it timed) after one warm-up call: at least
+    `reps` of them and MIN_TIMED_S in all.  Whole-model timings, eager (`_timings_here`) and
+    ExecuTorch (measure_executorch._timings_here)."""
+    times: list[float] = []
+    while len(times) <= reps or sum(times[1:]) < MIN_TIMED_S:
+        times.append(once())
+    return statistics.median(times[1:]) * 1e3
 
 
 MIN_TIMED_S = 0.3  # a whole-model median covers at least this much time: a proxy decodes in ~6 ms
@@ -201,21 +222,24 @@ def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> t
     torch.manual_seed(0)
     model = StarLM(config).eval()
     ids = torch.randint(0, config.vocab_size, (1, prompt))
-    prefill: list[float] = []
-    while len(prefill) <= reps or sum(prefill[1:]) < MIN_TIMED_S:
+
+    def prefill() -> float:
         state = model.init_state(1)
         start = time.perf_counter()
         model(ids, state)
-        prefill.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    prefill_ms = median_ms(prefill, reps)
     state = model.init_state(1)
     model(torch.randint(0, config.vocab_size, (1, context)), state)
     token = torch.randint(0, config.vocab_size, (1,))
-    decode: list[float] = []
-    while len(decode) <= reps or sum(decode[1:]) < MIN_TIMED_S:  # the cache grows by one per step
+
+    def decode() -> float:  # the cache grows by one per step
         start = time.perf_counter()
         model.step(token, state)
-        decode.append(time.perf_counter() - start)
-    return statistics.median(prefill[1:]) * 1e3, statistics.median(decode[1:]) * 1e3
+        return time.perf_counter() - start
+
+    return prefill_ms, median_ms(decode, reps)
 
 
 def _serve_forks() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from star.arch import ArchConfig, BlockConfig, IdentityMixer, ShortConvMixer
 from star.errors import StarError
 
 from .features import Case
-from .measure import MIN_REPS, MIN_TIMED_S, SLOW_CASE_MS, Grid, l2_bytes, llc_bytes
+from .measure import Grid, l2_bytes, llc_bytes, median_ms, time_calls
 
 UNIT_VOCAB = 512  # the vocabulary of the one-block models that hold a mixer or FFN unit (as measure._module)
 
@@ -274,19 +273,14 @@ def measure_unit(case: Case, job: UnitJob, reps: int, warmup: int, cold: bool = 
             return [x, torch.tensor([case.tokens])] if case.unit.startswith("mixer:") else [x]
         return [torch.randn(1, case.tokens, d, generator=generator)]
 
-    times: list[float] = []
-    for i in range(warmup + reps):
-        if len(times) >= MIN_REPS and sum(times) > SLOW_CASE_MS:
-            break
+    def once() -> float:
         float(flush.sum())
         args = inputs()
         start = time.perf_counter()
         method.execute(args)
-        elapsed = time.perf_counter() - start
-        if i >= warmup:
-            times.append(elapsed * 1e3)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        return time.perf_counter() - start
+
+    return time_calls(once, reps, warmup)
 
 
 def model_job(config: ArchConfig, prompt: int, context: int) -> ModelJob:
@@ -297,7 +291,7 @@ def model_job(config: ArchConfig, prompt: int, context: int) -> ModelJob:
 
 def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float]:
     """measure.measure_model's measurement in ExecuTorch, in the calling process: medians of `reps`
-    prefills and decode steps (at least MIN_TIMED_S of each) after a warm-up call.  Every step
+    prefills and decode steps (measure.median_ms: at least MIN_TIMED_S of each) after a warm-up call.  Every step
     decodes at position `context` - 1 (rewriting one slot, attending over all `context`): the time of
     a step with the cache full, one token short of eager's measurement at `context` (its cache
     holds `context` tokens before the step), a difference of 1/context in the attention's work."""
@@ -311,18 +305,17 @@ def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> t
     prefill_method, decode_method = program.load_method("prefill"), program.load_method("decode")
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (1, prompt), generator=generator)
-    prefill: list[float] = []
-    while len(prefill) <= reps or sum(prefill[1:]) < MIN_TIMED_S:
-        start = time.perf_counter()
-        prefill_method.execute([ids])
-        prefill.append(time.perf_counter() - start)
     token, position = ids[:, :1].clone(), torch.tensor([context - 1])
-    decode: list[float] = []
-    while len(decode) <= reps or sum(decode[1:]) < MIN_TIMED_S:
-        start = time.perf_counter()
-        decode_method.execute([token, position])
-        decode.append(time.perf_counter() - start)
-    return statistics.median(prefill[1:]) * 1e3, statistics.median(decode[1:]) * 1e3
+
+    def timed(method: Any, args: list[Tensor]) -> Callable[[], float]:
+        def once() -> float:
+            start = time.perf_counter()
+            method.execute(args)
+            return time.perf_counter() - start
+
+        return once
+
+    return median_ms(timed(prefill_method, [ids]), reps), median_ms(timed(decode_method, [token, position]), reps)
 
 
 def prepare_process() -> None:
