@@ -200,7 +200,7 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     report(1, CALIBRATION_STAGES[1])
     cold_scale = cold_scales(profile_, processes=2 if quick else 3, runtime=runtime, models=cold_configs)
-    report(2, CALIBRATION_STAGES[2])
+    report(2, CALIBRATION_STAGES[2] if runtime == "eager" else f"{CALIBRATION_STAGES[2]}: not measured in ExecuTorch")
     working = [0.0]  # ExecuTorch: not measured
     if runtime == "eager":
         working = []
