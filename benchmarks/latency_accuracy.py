@@ -43,7 +43,7 @@ import time
 import torch
 
 from star.arch import ArchConfig
-from star.evaluators.measure import fastest, measure_in_passes, measure_peak_memory
+from star.evaluators.measure import RUNTIMES, fastest, measure_in_passes, measure_peak_memory
 from star.evaluators.measure_executorch import export_programs, model_job
 from star.evaluators.predictor import load_profile
 from star.machine import cpu_kind, fingerprint
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--memory-contexts", default="4096,32768")
     parser.add_argument("--max-memory-gib", type=float, default=12.0, help="skip larger predicted peaks")
     parser.add_argument("--out", help="write every measurement and prediction as JSON lines here")
-    parser.add_argument("--runtime", default="eager", choices=("eager", "executorch"),
+    parser.add_argument("--runtime", default="eager", choices=RUNTIMES,
                         help="what to measure: our eager model, or its ExecuTorch program (the profiles must match)")
     parser.add_argument("--rescore", metavar="FILE", help="measure nothing: predict the measurements an earlier --out "
                                                          "stored with the given profiles")

@@ -54,6 +54,19 @@ def spec_text(spec: Any) -> str:
     return repr(spec) if not isinstance(spec, int) else f"vocab={spec}"
 
 
+def check_options(device: str, dtype: str, runtime: str) -> None:
+    """A one-line StarError for a device, dtype or runtime `profile` cannot measure: `star profile`
+    calls it before it sets anything up, and `profile` itself for every other caller."""
+    if device != "cpu":
+        raise StarError(f"--device {device}: only cpu profiles are implemented so far")
+    if dtype not in DTYPES:
+        raise StarError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if runtime not in RUNTIMES:
+        raise StarError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "executorch" and dtype != "fp32":
+        raise StarError("--runtime executorch profiles fp32 programs only (star export --format executorch's)")
+
+
 def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: int | None = None,
             dtype: str = "fp32", quick: bool = False, progress: Callable[[int, int, str], None] | None = None,
             grid: Grid | None = None, runtime: str = "eager", cold_configs: list[ArchConfig] | None = None) -> int:
@@ -66,14 +79,7 @@ def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if device != "cpu":
-        raise StarError(f"--device {device}: only cpu profiles are implemented so far")
-    if dtype not in DTYPES:
-        raise StarError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if runtime not in RUNTIMES:
-        raise StarError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if runtime == "executorch" and dtype != "fp32":
-        raise StarError("--runtime executorch profiles fp32 programs only (star export --format executorch's)")
+    check_options(device, dtype, runtime)
     if not out.endswith(".parquet"):
         raise StarError(f"-o {out}: expected a .parquet file name")
     if threads:
@@ -83,9 +89,7 @@ def profile(out: str, proxies: list[ArchConfig], device: str = "cpu", threads: i
     todo = cases(grid)
     runs = [(case, cold) for case in todo for cold in (False, True)]
     total = SWEEPS * len(runs) + len(CALIBRATION_STAGES)
-    timer = _eager_timer(dtype, grid)
-    if runtime == "executorch":
-        timer = _executorch_timer(grid, progress)
+    timer = _executorch_timer(grid, progress) if runtime == "executorch" else _eager_timer(dtype, grid)
     best: dict[int, tuple[float, float]] = {}
     for sweep in range(SWEEPS):
         for i, (case, cold) in enumerate(runs):

@@ -858,17 +858,16 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
     from star.errors import StarError
     from star.evaluators.predictor import Profile, machine_profile_path
-    from star.evaluators.profiler import profile
+    from star.evaluators.profiler import check_options, profile
     from star.search_spaces import calibration_proxies
     from star.validate import check_output_file
 
     if args.threads is not None and args.threads < 1:
         raise StarError(f"--threads must be >= 1, got {args.threads}")
+    check_options(args.device, args.dtype, args.runtime)
     if args.runtime == "executorch":
         from star.executorch import require_executorch
 
-        if args.dtype != "fp32":
-            raise StarError("--runtime executorch profiles fp32 programs only (star export --format executorch's)")
         with _quiet_exporters():
             require_executorch("--runtime executorch")
     if args.out is None:
