@@ -7,7 +7,8 @@ on whole models and fitted (`calibrate`, which `star profile` runs after timing 
 - for models larger than the last-level cache, the ratio of whole-model time to the sum of cold
   unit timings, per width (`cold_scales`), on four fixed models of 13-273 M parameters;
 - the runtime's fixed working memory on top of weights, cache and activations;
-- how far repeated measurements disagreed while calibrating (`timing_noise`): a busy machine's mark.
+- how far repeated measurements disagreed while calibrating (`timing_noise`), and the share of
+  calibration models whose fastest measurement was never repeated (`unsettled`): a busy machine's mark.
 
 Measuring is evaluators/measure.py's; the predictor reads what this writes into the profile.
 """
@@ -25,7 +26,7 @@ from star.scaling import LATENCY_PROXY, to_proxy
 
 from .features import block_kinds
 from .latency import peak_memory_bytes
-from .measure import fastest, measure_in_passes, measure_model, measure_peak_memory
+from .measure import fastest, fastest_two_agree, measure_in_passes, measure_peak_memory
 from .predictor import Profile
 
 CALIBRATION_PROMPT, CALIBRATION_CONTEXT = 256, 1024
@@ -52,26 +53,32 @@ def cold_calibration_models() -> list[ArchConfig]:
             for width, heads, kv, ffn, blocks, vocab in shapes]
 
 
-def cold_scales(profile_: Profile, processes: int = 3, runtime: str = "eager",
-                models: list[ArchConfig] | None = None) -> dict[str, dict[str, float]]:
-    """Per phase and model width, measured whole-model time over the sum of cold unit timings.
+def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str = "eager",
+                models: list[ArchConfig] | None = None
+                ) -> tuple[dict[str, dict[str, float]], dict[str, list[list[float]]]]:
+    """Per phase and model width, measured whole-model time over the sum of cold unit timings, and
+    every process's (prefill, decode) ms per model.
 
     A unit timed alone right after a cache flush waits on memory that a whole model streams with the
     prefetchers already running, and how much that matters depends on the unit's size: one scale
-    from a 1024-wide model left 512-wide models 12% over their measured decode.  Each model is timed
-    in `processes` fresh processes (a memory-bound decode moved by up to 13% from one process to the
-    next) and the fastest taken (`measure.fastest`).  Only models the predictor treats as cold on this
-    machine count."""
+    from a 1024-wide model left 512-wide models 12% over their measured decode.  Each width rests on
+    one model, so one slow measurement moves every prediction of that width: in two full profiles
+    made an hour apart on a busy host, the 2048-wide model's fastest of three processes gave scales
+    of 1.30 and 0.87 (prefill), and the profile with 1.30 predicted 2048-wide models 24-25% slow.
+    So each model is measured like the calibration proxies: in `passes` fresh processes, then more
+    (up to `most`) until its two fastest agree within 6% (`measure.measure_in_passes`), the fastest
+    taken (`measure.fastest`).  Only models the predictor treats as cold on this machine count."""
     scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
-    for config in cold_models(profile_, models):
+    configs = cold_models(profile_, models)
+    timings = measure_in_passes(configs, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
+                                reps=3, runtime=runtime)
+    for config in configs:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
-        timings = [measure_model(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, reps=3, runtime=runtime)
-                   for _ in range(processes)]
         width = str(config.hidden_size)
-        prefill, decode = fastest(timings)
+        prefill, decode = fastest(timings[config.name])
         scales["prefill"][width] = prefill / predicted["ttft_ms"]
         scales["decode"][width] = decode / predicted["decode_ms"]
-    return scales
+    return scales, {name: [list(t) for t in runs] for name, runs in timings.items()}
 
 
 def cold_models(profile_: Profile, models: list[ArchConfig] | None = None) -> list[ArchConfig]:
@@ -155,6 +162,26 @@ def timing_noise(runs: list[dict[str, Any]]) -> dict[str, float]:
     return noise
 
 
+def unsettled(rounds: list[list[list[float]]]) -> dict[str, float]:
+    """Per phase, the share of calibration models (each given as its passes' [prefill, decode] ms)
+    whose two fastest passes still differed by more than measure.SETTLED_SPREAD when the profile
+    stopped measuring them: models whose fitted figures may be a busy spell's.
+
+    It tells good profiles from bad where `timing_noise` does not, because the profile keeps each
+    model's fastest pass: the spread of the passes says how busy the host was, this whether the
+    fastest was found anyway.  Six profiles made by the same rules on one busy day (the 2026-12-06
+    Zen 4 VM; counted over their calibration proxies, each checked on a fresh sample of 32 models:
+    docs/benchmarks.md, issue 19): the one with 0% (prefill) and 3% (decode) unsettled predicted 97%
+    of its sample within ±10% in each phase (median of 3 runs); the five with 12-81% and 22-69%
+    scored 31-81% (prefill) and 28-94% (decode), while timing noise put the good one at 55% / 15%,
+    among the noisiest."""
+    shares = {}
+    for i, phase in enumerate(("prefill", "decode")):
+        if rounds:
+            shares[phase] = sum(not fastest_two_agree([r[i] for r in runs]) for runs in rounds) / len(rounds)
+    return shares
+
+
 CALIBRATION_STAGES = ("calibrating: fixed costs on whole proxies", "calibrating: cold-cache scales on 13-273M models",
                       "calibrating: runtime memory")
 
@@ -171,7 +198,7 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     - the runtime's fixed working memory on top of weights, cache and activations.
 
     `quick` (with `star profile --quick`, which passes 16 proxies) measures each proxy in two or three
-    passes and each cold model in two processes instead of three.  `cold_configs` replaces the cold-cache
+    passes and each cold model in two to four, instead of three to six.  `cold_configs` replaces the cold-cache
     models (cold_calibration_models).
 
     In ExecuTorch (`runtime`), every model is first lowered to a program (or taken from the cache of
@@ -199,7 +226,7 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     profile_.machine["block_overhead_ms"] = overhead
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     report(1, CALIBRATION_STAGES[1])
-    cold_scale = cold_scales(profile_, processes=2 if quick else 3, runtime=runtime, models=cold_configs)
+    cold_scale, cold_runs = cold_scales(profile_, passes, most + 1 if quick else most, runtime, cold_configs)
     report(2, CALIBRATION_STAGES[2] if runtime == "eager" else f"{CALIBRATION_STAGES[2]}: not measured in ExecuTorch")
     working = [0.0]  # ExecuTorch: not measured
     if runtime == "eager":
@@ -212,9 +239,10 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     machine = json.loads(table.schema.metadata[b"star.profile"])
     calibration = {"block_overhead_ms": overhead, "warm_decode_ms_per_weight_byte": per_byte,
                    "cold_scale": cold_scale,
-                   "runtime_bytes": max(0.0, float(statistics.median(working))), "timing_noise": timing_noise(runs)}
+                   "runtime_bytes": max(0.0, float(statistics.median(working))), "timing_noise": timing_noise(runs),
+                   "unsettled": unsettled([run["rounds"] for run in runs] + list(cold_runs.values()))}
     machine.pop("overhead_ms_per_block", None)  # the single constant of older profiles
-    machine.update(calibration, calibration_runs=runs)  # the raw measurements, for inspection
+    machine.update(calibration, calibration_runs=runs, cold_runs=cold_runs)  # the raw measurements, for inspection
     tmp = path + ".tmp"
     pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps(machine)}), tmp)
 

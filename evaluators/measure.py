@@ -325,8 +325,20 @@ def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
     return prefill, decode
 
 
+# A model is settled when the two fastest of its separate measurements are this close (relative):
+# then its fastest is its own speed, not a busy spell's (measure_in_passes).
+SETTLED_SPREAD = 0.06
+
+
+def fastest_two_agree(values: list[float], spread: float = SETTLED_SPREAD) -> bool:
+    """Whether the two fastest of one model's measurements (of one phase) are within `spread` of each
+    other: false for a single measurement."""
+    ordered = sorted(values)
+    return len(ordered) >= 2 and ordered[1] <= (1 + spread) * ordered[0]
+
+
 def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, passes: int = 3, most: int = 6,
-                      spread: float = 0.06, reps: int = 7, threads: int | None = None, runtime: str = "eager"
+                      spread: float = SETTLED_SPREAD, reps: int = 7, threads: int | None = None, runtime: str = "eager"
                       ) -> dict[str, list[tuple[float, float]]]:
     """`measure_model` for each of `configs`, in `passes` separate passes over all of them, then in
     further passes over those whose two fastest measurements still differ by more than `spread`
@@ -346,8 +358,7 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
             return True
         if len(runs) >= most:
             return False
-        return len(runs) < 2 or any(sorted(r[i] for r in runs)[1] > (1 + spread) * min(r[i] for r in runs)
-                                    for i in (0, 1))
+        return not all(fastest_two_agree([r[i] for r in runs], spread) for i in (0, 1))
 
     while todo := [config for config in configs if unsettled(config)]:
         for config in todo:

@@ -33,7 +33,11 @@ from .features import Case, block_kinds, features
 from .latency import peak_memory_bytes
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
-NOISY = 0.15  # a profile whose repeated measurements differed by more than this (median) was made on a busy machine
+# A profile that could not repeat the fastest measurement of more than this share of its calibration
+# models (calibration.unsettled) was made on a busy machine; profiles made before that figure was
+# recorded are judged by their timing noise (calibration.timing_noise) over NOISY.
+UNSETTLED = 0.10
+NOISY = 0.15
 
 
 @dataclass(frozen=True)
@@ -136,14 +140,22 @@ class Profile:
         return kernel_differences(self.machine.get("fingerprint"), fingerprint())
 
     def noise_warning(self) -> str | None:
-        """One line when the profile was measured on a busy machine (calibration.timing_noise over NOISY)."""
-        noise = self.machine.get("timing_noise") or {}
-        if not noise or max(noise.values()) <= NOISY:
+        """One line when the profile was measured on a busy machine: more than UNSETTLED of its
+        calibration models unsettled (calibration.unsettled), or, in older profiles, a timing noise
+        over NOISY (calibration.timing_noise)."""
+        if self.machine.get("unsettled") is not None:
+            figures, limit = self.machine["unsettled"], UNSETTLED
+            what = ("of its calibration models, {shown} never repeated their fastest time (under {limit} when "
+                    "settled), so its fitted costs may be a busy spell's")
+        else:
+            figures, limit = self.machine.get("timing_noise") or {}, NOISY
+            what = ("passes of one model differed by a median {shown} (under {limit} when idle), so its "
+                    "predictions are as uncertain")
+        if not figures or max(figures.values()) <= limit:
             return None
-        shown = ", ".join(f"{phase} {100 * value:.0f}%" for phase, value in noise.items())
-        return (f"profile {self.path.name} was measured on a busy machine: passes of one model differed by a median "
-                f"{shown} (under {100 * NOISY:.0f}% when idle), so its predictions are as uncertain; profile again "
-                "when the machine is idle")
+        shown = ", ".join(f"{phase} {100 * value:.0f}%" for phase, value in figures.items())
+        return (f"profile {self.path.name} was measured on a busy machine: "
+                f"{what.format(shown=shown, limit=f'{100 * limit:.0f}%')}; profile again when the machine is quieter")
 
     @property
     def runtime(self) -> str:

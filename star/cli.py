@@ -889,9 +889,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
             rows = profile(args.out, calibration_proxies(per_space), args.device, args.threads, args.dtype,
                            args.quick, progress, runtime=args.runtime)
     made = Profile(args.out)
-    noise = made.machine.get("timing_noise", {})
+    noise, unsettled = made.machine.get("timing_noise", {}), made.machine.get("unsettled", {})
     print(f"wrote {args.out} ({rows} measurements; {made.measured_on()}; timing noise, median spread of repeated "
-          f"whole-model measurements: {', '.join(f'{k} {100 * v:.0f}%' for k, v in noise.items()) or 'not measured'})")
+          f"whole-model measurements: {', '.join(f'{k} {100 * v:.0f}%' for k, v in noise.items()) or 'not measured'}; "
+          "calibration models whose fastest time never repeated: "
+          f"{', '.join(f'{k} {100 * v:.0f}%' for k, v in unsettled.items()) or 'none measured'})")
     if made.noise_warning():
         sys.stderr.write(f"star: warning: {made.noise_warning()}\n")
 

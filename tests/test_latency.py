@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from star.arch import ArchConfig
 from star.errors import StarError
+from star.evaluators.calibration import cold_calibration_models
 from star.evaluators.latency import DEVICES, predict
 from star.evaluators.measure import Grid, measure_peak_memory
 from star.evaluators.predictor import PROFILES_DIR, Profile
@@ -37,8 +38,11 @@ def calibration_proxy(preset: str):
 def tiny_profile(tmp_path_factory):
     path = tmp_path_factory.mktemp("profile") / "tiny.parquet"
     # four calibration proxies per space (`star profile --quick` passes eight): the quick calibration
-    # measures each in two or three passes, and the suite must stay short on a 2-core machine
-    profile(str(path), calibration_proxies(per_space=4), threads=1, quick=True, grid=TINY)
+    # measures each in two or three passes, and the suite must stay short on a 2-core machine; for
+    # the same reason the cold-cache models stop at width 1024 (the 2048-wide one, 273 M parameters,
+    # takes the longest), and these three are cold on any CPU's last-level cache
+    profile(str(path), calibration_proxies(per_space=4), threads=1, quick=True, grid=TINY,
+            cold_configs=cold_calibration_models()[:3])
     return path
 
 
@@ -63,6 +67,9 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     assert 0 <= machine["runtime_bytes"] < 64 * 2**20
     for phase in ("prefill", "decode"):  # per model width, each model bigger than this machine's LLC
         assert machine["cold_scale"][phase] and all(0.2 < v < 5 for v in machine["cold_scale"][phase].values())
+    # each cold model measured like the proxies: 2 processes, up to 4 while its two fastest disagree
+    assert set(machine["cold_runs"]) >= {config.name for config in cold_calibration_models()[1:3]}
+    assert all(2 <= len(runs) <= 4 for runs in machine["cold_runs"].values())
     assert {r["spec"] for r in rows if r["unit"] == "mixer:attention" and r["width"] == 128} >= {
         "AttentionMixer(num_heads=4, num_kv_heads=1, head_dim=32, qk_norm=True, window=0)"}  # the proxies' shape
 
@@ -270,14 +277,18 @@ def test_predicted_peak_memory_matches_the_measured_peak_rss(tiny_profile, prese
         assert 0.9 * cache_growth < growth < 1.3 * cache_growth
 
 
-def _with_fingerprint(source, target, noise: float = 0.05, **changes) -> None:
+def _with_fingerprint(source, target, unsettled: float | None = 0.0, noise: float = 0.05, **changes) -> None:
     """A copy of the profile at `source`, its recorded CPU fingerprint changed, written to `target`,
-    with the timing noise of an idle machine (`noise`): the tiny profile's own depends on how busy
-    the test machine was, and its warning is the next test's subject, not these."""
+    with an idle machine's figures: every calibration model settled (`unsettled`; None: a profile from
+    before that figure, judged by its timing `noise`).  The tiny profile's own depend on how busy the
+    test machine was, and its warning is the next test's subject, not these."""
     table = pq.read_table(source)
     machine = json.loads(table.schema.metadata[b"star.profile"])
     machine["fingerprint"] = {**machine["fingerprint"], **changes}
     machine["timing_noise"] = {"prefill": noise, "decode": noise}
+    machine.pop("unsettled")
+    if unsettled is not None:
+        machine["unsettled"] = {"prefill": unsettled, "decode": unsettled}
     target.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps(machine)}), target)
 
@@ -306,26 +317,35 @@ def test_a_profile_from_another_cpu_kind_is_refused_unless_named(tiny_profile, t
 
 
 def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
-    """The profile records how far repeated whole-model measurements disagreed while it was made
-    (a quick profile times each calibration proxy in two passes, a third where they disagree, and
-    keeps the fastest); where that spread is over 15%, every use of the profile warns in one line,
-    and `star profile` says it at the end."""
+    """The profile records, per phase, the share of its calibration models whose fastest time never
+    repeated (a quick profile times each proxy in two passes, a third where they disagree, and keeps
+    the fastest; each cold model in two to four); over 10%, every use of the profile warns in one
+    line, and `star profile` says it at the end.  A profile made before that figure is judged by its
+    timing noise (the median spread of the passes) over 15%."""
     machine = json.loads(pq.read_table(tiny_profile).schema.metadata[b"star.profile"])
     for run in machine["calibration_runs"]:
         assert 2 <= len(run["rounds"]) <= 3
         assert [run["prefill_ms"], run["decode_ms"]] == [min(r[i] for r in run["rounds"]) for i in (0, 1)]
     assert set(machine["timing_noise"]) == {"prefill", "decode"}
     assert all(value >= 0 for value in machine["timing_noise"].values())
-    busy, idle = tmp_path / "busy.parquet", tmp_path / "idle.parquet"
-    _with_fingerprint(tiny_profile, busy, noise=0.4)
-    _with_fingerprint(tiny_profile, idle, noise=0.08)
+    rounds = [run["rounds"] for run in machine["calibration_runs"]] + list(machine["cold_runs"].values())
+    for i, phase in enumerate(("prefill", "decode")):  # the share of models whose two fastest differ by > 6%
+        apart = [sorted(r[i] for r in runs)[1] > 1.06 * min(r[i] for r in runs) for runs in rounds]
+        assert machine["unsettled"][phase] == pytest.approx(sum(apart) / len(rounds))
     args = ("predict", "--preset", "lfm2-proxy", "--prompt", "64", "--context", "256", "--profile")
-    warned = star(*args, str(busy))
-    assert warned.returncode == 0, warned.stderr
-    lines = warned.stderr.strip().splitlines()
-    assert len(lines) == 1 and "busy machine" in lines[0] and "decode 40%" in lines[0], warned.stderr
-    quiet = star(*args, str(idle))
-    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    for name, figures, shown in (("busy", {"unsettled": 0.4}, "decode 40%"),
+                                 ("older-busy", {"unsettled": None, "noise": 0.4}, "decode 40%"),
+                                 ("idle", {"unsettled": 0.08, "noise": 0.4}, None),
+                                 ("older-idle", {"unsettled": None, "noise": 0.08}, None)):
+        path = tmp_path / f"{name}.parquet"
+        _with_fingerprint(tiny_profile, path, **figures)
+        result = star(*args, str(path))
+        assert result.returncode == 0, result.stderr
+        if shown is None:
+            assert result.stderr == "", (name, result.stderr)
+        else:
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and "busy machine" in lines[0] and shown in lines[0], (name, result.stderr)
 
 
 def test_lowered_kernels_find_no_profile_for_this_machine(tiny_profile, tmp_path):
