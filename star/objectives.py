@@ -117,11 +117,15 @@ def predictor_for(device: str) -> Callable[[ArchConfig, int, int], dict[str, flo
 
 def device_measured_on(device: str) -> str:
     """Where the device metrics come from, in one phrase: a roofline model, or the CPU kind a
-    measured profile was timed on (a run records it: `here` means a different profile on each machine)."""
+    measured profile was timed on (a run records it: `here` means a different profile on each machine),
+    with the profile's busy-machine warning where it has one, so that a run's results say so after
+    the warning printed while it ran has scrolled away."""
     predictor = predictor_for(device)
     if isinstance(predictor, functools.partial):
         return f"{device}: a roofline model, not a measurement"
-    return f"{predictor.__self__.path.name}: measured on {predictor.__self__.measured_on()}"
+    profile = predictor.__self__
+    warning = profile.noise_warning()
+    return f"{profile.path.name}: measured on {profile.measured_on()}" + (f" (warning: {warning})" if warning else "")
 
 
 def screening_metrics(config: ArchConfig, device: str, prompt: int, context: int) -> dict[str, float]:

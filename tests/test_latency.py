@@ -3,6 +3,7 @@
 import functools
 import json
 import random
+import warnings
 from itertools import pairwise
 
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from star.evaluators.measure import Grid, measure_peak_memory
 from star.evaluators.predictor import PROFILES_DIR, Profile
 from star.evaluators.profiler import profile
 from star.machine import cpu_kind, fingerprint, fingerprint_key, kernel_differences
+from star.objectives import device_measured_on
 from star.presets import get_preset
 from star.scaling import LATENCY_PROXY, to_proxy
 from star.search_spaces import calibration_proxies, get_space
@@ -341,11 +343,15 @@ def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
         _with_fingerprint(tiny_profile, path, **figures)
         result = star(*args, str(path))
         assert result.returncode == 0, result.stderr
+        with warnings.catch_warnings(record=True):  # a search's manifest records the warning too
+            recorded = device_measured_on(str(path))
         if shown is None:
             assert result.stderr == "", (name, result.stderr)
+            assert recorded == f"{name}.parquet: measured on {cpu_kind(fingerprint())}", recorded
         else:
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and "busy machine" in lines[0] and shown in lines[0], (name, result.stderr)
+            assert "busy machine" in recorded and shown in recorded, recorded
 
 
 def test_lowered_kernels_find_no_profile_for_this_machine(tiny_profile, tmp_path):
