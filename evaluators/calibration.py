@@ -175,11 +175,10 @@ def unsettled(rounds: list[list[list[float]]]) -> dict[str, float]:
     of its sample within ±10% in each phase (median of 3 runs); the five with 12-81% and 22-69%
     scored 31-81% (prefill) and 28-94% (decode), while timing noise put the good one at 55% / 15%,
     among the noisiest."""
-    shares = {}
-    for i, phase in enumerate(("prefill", "decode")):
-        if rounds:
-            shares[phase] = sum(not fastest_two_agree([r[i] for r in runs]) for runs in rounds) / len(rounds)
-    return shares
+    if not rounds:
+        return {}
+    return {phase: sum(not fastest_two_agree([r[i] for r in runs]) for runs in rounds) / len(rounds)
+            for i, phase in enumerate(("prefill", "decode"))}
 
 
 CALIBRATION_STAGES = ("calibrating: fixed costs on whole proxies", "calibrating: cold-cache scales on 13-273M models",

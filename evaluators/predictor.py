@@ -40,6 +40,11 @@ UNSETTLED = 0.10
 NOISY = 0.15
 
 
+def per_phase(shares: dict[str, float]) -> str:
+    """Per-phase shares as people read them ('prefill 28%, decode 39%'), as warnings and `star profile` print them."""
+    return ", ".join(f"{phase} {100 * value:.0f}%" for phase, value in shares.items())
+
+
 @dataclass(frozen=True)
 class UnitModel:
     coef: tuple[float, float, float]  # a (ms), b (ms per FLOP), c (ms per byte)
@@ -153,9 +158,9 @@ class Profile:
                     "predictions are as uncertain")
         if not figures or max(figures.values()) <= limit:
             return None
-        shown = ", ".join(f"{phase} {100 * value:.0f}%" for phase, value in figures.items())
         return (f"profile {self.path.name} was measured on a busy machine: "
-                f"{what.format(shown=shown, limit=f'{100 * limit:.0f}%')}; profile again when the machine is quieter")
+                f"{what.format(shown=per_phase(figures), limit=f'{100 * limit:.0f}%')}; profile again when the "
+                "machine is quieter")
 
     @property
     def runtime(self) -> str:

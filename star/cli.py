@@ -857,7 +857,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from star.errors import StarError
-    from star.evaluators.predictor import Profile, machine_profile_path
+    from star.evaluators.predictor import Profile, machine_profile_path, per_phase
     from star.evaluators.profiler import check_options, profile
     from star.search_spaces import calibration_proxies
     from star.validate import check_output_file
@@ -891,11 +891,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
     made = Profile(args.out)
     noise, unsettled = made.machine.get("timing_noise", {}), made.machine.get("unsettled", {})
     print(f"wrote {args.out} ({rows} measurements; {made.measured_on()}; timing noise, median spread of repeated "
-          f"whole-model measurements: {', '.join(f'{k} {100 * v:.0f}%' for k, v in noise.items()) or 'not measured'}; "
-          "calibration models whose fastest time never repeated: "
-          f"{', '.join(f'{k} {100 * v:.0f}%' for k, v in unsettled.items()) or 'none measured'})")
-    if made.noise_warning():
-        sys.stderr.write(f"star: warning: {made.noise_warning()}\n")
+          f"whole-model measurements: {per_phase(noise) or 'not measured'}; calibration models whose fastest time "
+          f"never repeated: {per_phase(unsettled) or 'none measured'})")
+    warning = made.noise_warning()
+    if warning:
+        sys.stderr.write(f"star: warning: {warning}\n")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
