@@ -96,7 +96,7 @@ def main() -> None:
     threads = runs[PRESETS[0]][0]["threads"]
     executorch = {name: fastest([(r["prefill_ms"], r["decode_ms"]) for r in rs]) for name, rs in runs.items()}
     eager_runs = measure_in_passes(configs, PROMPT, CONTEXT, passes=args.passes, most=args.passes, reps=args.reps,
-                                   threads=threads)
+                                   threads=threads).runs
     eager = {name: fastest(rs) for name, rs in eager_runs.items()}
 
     def ratios(figures: dict[str, tuple[float, float]]) -> dict[str, float]:

@@ -11,7 +11,8 @@ end-to-end timing the profile's calibration uses):
 - decode: one token with `--context` tokens in the cache (median of `--reps` steps);
 each in a fresh process, in separate passes (`measure.measure_in_passes`: proxies, milliseconds per
 call, and the two presets, whose speed ratio is checked, in `--rounds` or more; full-size models in
-`--full-rounds` or one more), the fastest taken
+`--full-rounds` or one more; only passes made while a canary model ran at its quiet speed count towards
+settling, the quiet speed being the fastest the profiles or this run saw), the fastest taken
 (`measure.fastest`: interference only slows a process down).
 The predictor is `star predict` with each given profile (`--profile`, repeatable: all are checked
 against the same measurements; `--runs` measures the sample again, min/median/max printed), and the
@@ -44,7 +45,7 @@ import time
 import torch
 
 from star.arch import ArchConfig
-from star.evaluators.measure import RUNTIMES, fastest, measure_in_passes, measure_peak_memory
+from star.evaluators.measure import CANARY_SLOW, RUNTIMES, fastest, measure_in_passes, measure_peak_memory
 from star.evaluators.measure_executorch import export_programs, model_job
 from star.evaluators.predictor import load_profile
 from star.machine import cpu_kind, fingerprint
@@ -136,6 +137,8 @@ def main() -> None:
     if args.runtime == "executorch":
         export_programs([model_job(config, args.prompt, args.context) for _, config in archs],
                         progress=lambda done, total, what: print(f"  lowered {done}/{total}: {what}", flush=True))
+    known = [p.machine["canary_ms"] for p in profiles.values() if p.machine.get("canary_ms")]
+    args.canary_ms = min(known) if known else None  # the host's quiet speed, as the profiles saw it
     summary: dict[str, list[float]] = {}
     with open(args.out, "w") if args.out else contextlib.nullcontext() as out:
         if out:
@@ -181,15 +184,19 @@ def measure_sample(archs: list, profiles: dict, args: argparse.Namespace) -> lis
     # preset's passes (seed 22, run 3: LFM2-350M's two passes 1,386 and 1,390 ms, 1,145 ms in run 1)
     # settles on a slow figure, so they get the proxies' three to six passes.
     presets = [config for kind, config in archs if kind == "preset"]
-    print(f"measuring {len(short)} proxies in passes", flush=True)
-    repeats = measure_in_passes(short, args.prompt, args.context, passes=args.rounds, reps=args.reps,
-                                runtime=args.runtime)
-    print(f"measuring {len(large)} full-size models in passes", flush=True)
-    repeats |= measure_in_passes(large, args.prompt, args.context, passes=args.full_rounds,
-                                 most=args.full_rounds + 1, reps=args.full_reps, runtime=args.runtime)
-    print(f"measuring {len(presets)} presets in passes", flush=True)
-    repeats |= measure_in_passes(presets, args.prompt, args.context, passes=args.rounds, reps=args.full_reps,
-                                 runtime=args.runtime)
+    repeats: dict[str, list] = {}
+    for what, configs, passes, most, reps in (("proxies", short, args.rounds, 6, args.reps),
+                                              ("full-size models", large, args.full_rounds, args.full_rounds + 1,
+                                               args.full_reps),
+                                              ("presets", presets, args.rounds, 6, args.full_reps)):
+        print(f"measuring {len(configs)} {what} in passes", flush=True)
+        measured = measure_in_passes(configs, args.prompt, args.context, passes=passes, most=most, reps=reps,
+                                     runtime=args.runtime, canary_ms=args.canary_ms)
+        args.canary_ms = measured.canary_fastest(args.canary_ms)
+        slow = [run for runs in measured.runs.values() for run in runs if run[2] > (1 + CANARY_SLOW) * args.canary_ms]
+        print(f"  {sum(map(len, measured.runs.values()))} measurements, {len(slow)} of them in a slow stretch (the "
+              f"canary over {args.canary_ms:.2f} ms + {100 * CANARY_SLOW:.0f}%)", flush=True)
+        repeats |= measured.runs
     rows = []
     for i, (kind, config) in enumerate(archs):
         rounds = repeats[config.name]

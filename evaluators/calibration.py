@@ -26,7 +26,7 @@ from star.scaling import LATENCY_PROXY, to_proxy
 
 from .features import block_kinds
 from .latency import peak_memory_bytes
-from .measure import fastest, fastest_two_agree, measure_in_passes, measure_peak_memory
+from .measure import fastest, measure_in_passes, measure_peak_memory, settled
 from .predictor import Profile
 
 CALIBRATION_PROMPT, CALIBRATION_CONTEXT = 256, 1024
@@ -54,10 +54,11 @@ def cold_calibration_models() -> list[ArchConfig]:
 
 
 def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str = "eager",
-                models: list[ArchConfig] | None = None
-                ) -> tuple[dict[str, dict[str, float]], dict[str, list[list[float]]]]:
-    """Per phase and model width, measured whole-model time over the sum of cold unit timings, and
-    every process's (prefill, decode) ms per model.
+                models: list[ArchConfig] | None = None, canary_ms: float | None = None
+                ) -> tuple[dict[str, dict[str, float]], dict[str, list[list[float]]], float | None]:
+    """Per phase and model width, measured whole-model time over the sum of cold unit timings; every
+    process's (prefill, decode, canary) ms per model; and the canary's fastest prefill (of these
+    measurements and `canary_ms`).
 
     A unit timed alone right after a cache flush waits on memory that a whole model streams with the
     prefetchers already running, and how much that matters depends on the unit's size: one scale
@@ -66,19 +67,21 @@ def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str 
     made an hour apart on a busy host, the 2048-wide model's fastest of three processes gave scales
     of 1.30 and 0.87 (prefill), and the profile with 1.30 predicted 2048-wide models 24-25% slow.
     So each model is measured like the calibration proxies: in `passes` fresh processes, then more
-    (up to `most`) until its two fastest agree within 6% (`measure.measure_in_passes`), the fastest
-    taken (`measure.fastest`).  Only models the predictor treats as cold on this machine count."""
+    (up to `most`) until its two fastest taken while the host was quiet agree within 6%
+    (`measure.measure_in_passes`), the fastest taken (`measure.fastest`).  Only models the predictor
+    treats as cold on this machine count."""
     scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
     configs = cold_models(profile_, models)
-    timings = measure_in_passes(configs, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
-                                reps=3, runtime=runtime)
+    measured = measure_in_passes(configs, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
+                                 reps=3, runtime=runtime, canary_ms=canary_ms)
+    timings = measured.runs
     for config in configs:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
         width = str(config.hidden_size)
         prefill, decode = fastest(timings[config.name])
         scales["prefill"][width] = prefill / predicted["ttft_ms"]
         scales["decode"][width] = decode / predicted["decode_ms"]
-    return scales, {name: [list(t) for t in runs] for name, runs in timings.items()}
+    return scales, {name: [list(t) for t in runs] for name, runs in timings.items()}, measured.canary_fastest(canary_ms)
 
 
 def cold_models(profile_: Profile, models: list[ArchConfig] | None = None) -> list[ArchConfig]:
@@ -89,11 +92,13 @@ def cold_models(profile_: Profile, models: list[ArchConfig] | None = None) -> li
 
 
 def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3, most: int = 6,
-                    runtime: str = "eager") -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]]]:
+                    runtime: str = "eager"
+                    ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]], float | None]:
     """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
     weight byte of a decode step, from the gaps between measured and unit-summed times of
     `models` (random proxies), each measured in at least `passes` separate passes and up to `most` where
-    their fastest two disagree (`measure_in_passes`; the fastest taken, `measure.fastest`).
+    their fastest two disagree (`measure_in_passes`; the fastest taken, `measure.fastest`); the
+    runs, and the canary's fastest prefill while measuring them.
 
     Decode: one constant per mixer kind and per FFN kind, plus one cost per weight byte, fitted
     together by ridge regression (`RIDGE`).  A proxy's decode step is mostly Python dispatch (the
@@ -106,8 +111,9 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     the calibration models' particular shapes, which per-kind constants learned and carried to
     other shapes (measured: 100% of the accuracy sample within 10% with one constant, 84-88% with
     per-kind ones)."""
-    timings = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
-                                runtime=runtime)
+    measured = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
+                                 runtime=runtime)
+    timings = measured.runs
     runs = []
     for config in models:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
@@ -116,7 +122,7 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
                      "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"],
                      "rounds": [list(t) for t in timings[config.name]]})
     overheads, per_byte = fit_overheads(runs, profile_.weight_bytes)
-    return overheads, per_byte, runs
+    return overheads, per_byte, runs, measured.canary_fastest()
 
 
 def fit_overheads(runs: list[dict[str, Any]], weight_bytes: int, ridge: float = RIDGE
@@ -162,10 +168,11 @@ def timing_noise(runs: list[dict[str, Any]]) -> dict[str, float]:
     return noise
 
 
-def unsettled(rounds: list[list[list[float]]]) -> dict[str, float]:
-    """Per phase, the share of calibration models (each given as its passes' [prefill, decode] ms)
-    whose two fastest passes still differed by more than measure.SETTLED_SPREAD when the profile
-    stopped measuring them: models whose fitted figures may be a busy spell's.
+def unsettled(rounds: list[list[list[float]]], canary_ms: float | None = None) -> dict[str, float]:
+    """Per phase, the share of calibration models (each given as its passes' [prefill, decode(,
+    canary)] ms) that had not settled when the profile stopped measuring them (`measure.settled`:
+    the two fastest passes made while the host was quiet, by the canary against `canary_ms`, differ
+    by more than measure.SETTLED_SPREAD): models whose fitted figures may be a busy spell's.
 
     It tells good profiles from bad where `timing_noise` does not, because the profile keeps each
     model's fastest pass: the spread of the passes says how busy the host was, this whether the
@@ -177,7 +184,7 @@ def unsettled(rounds: list[list[list[float]]]) -> dict[str, float]:
     among the noisiest."""
     if not rounds:
         return {}
-    return {phase: sum(not fastest_two_agree([r[i] for r in runs]) for runs in rounds) / len(rounds)
+    return {phase: sum(not settled(runs, i, canary_ms) for runs in rounds) / len(rounds)
             for i, phase in enumerate(("prefill", "decode"))}
 
 
@@ -221,11 +228,12 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
         export_programs(jobs, progress=lambda done, total, what: report(
             0, f"lowering calibration models to ExecuTorch ({done}/{total}): {what}"))
     report(0, CALIBRATION_STAGES[0])
-    overhead, per_byte, runs = block_overheads(profile_, proxies, passes, most, runtime)
+    overhead, per_byte, runs, canary_ms = block_overheads(profile_, proxies, passes, most, runtime)
     profile_.machine["block_overhead_ms"] = overhead
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     report(1, CALIBRATION_STAGES[1])
-    cold_scale, cold_runs = cold_scales(profile_, passes, most + 1 if quick else most, runtime, cold_configs)
+    cold_scale, cold_runs, canary_ms = cold_scales(profile_, passes, most + 1 if quick else most, runtime,
+                                                   cold_configs, canary_ms)
     report(2, CALIBRATION_STAGES[2] if runtime == "eager" else f"{CALIBRATION_STAGES[2]}: not measured in ExecuTorch")
     working = [0.0]  # ExecuTorch: not measured
     if runtime == "eager":
@@ -239,7 +247,8 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     calibration = {"block_overhead_ms": overhead, "warm_decode_ms_per_weight_byte": per_byte,
                    "cold_scale": cold_scale,
                    "runtime_bytes": max(0.0, float(statistics.median(working))), "timing_noise": timing_noise(runs),
-                   "unsettled": unsettled([run["rounds"] for run in runs] + list(cold_runs.values()))}
+                   "unsettled": unsettled([run["rounds"] for run in runs] + list(cold_runs.values()), canary_ms),
+                   "canary_ms": canary_ms}
     machine.pop("overhead_ms_per_block", None)  # the single constant of older profiles
     machine.update(calibration, calibration_runs=runs, cold_runs=cold_runs)  # the raw measurements, for inspection
     tmp = path + ".tmp"

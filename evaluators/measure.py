@@ -200,12 +200,13 @@ def time_calls(once: Callable[[], float], reps: int, warmup: int) -> tuple[float
     return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
 
 
-def median_ms(once: Callable[[], float], reps: int) -> float:
+def median_ms(once: Callable[[], float], reps: int, least_s: float | None = None) -> float:
     """Median ms of calls of `once` (returning the seconds it timed) after one warm-up call: at least
-    `reps` of them and MIN_TIMED_S in all.  Whole-model timings, eager (`_timings_here`) and
-    ExecuTorch (measure_executorch._timings_here)."""
+    `reps` of them and `least_s` (MIN_TIMED_S) in all.  Whole-model timings, eager (`_timings_here`)
+    and ExecuTorch (measure_executorch._timings_here), and the canary's (`_prefill_here`)."""
+    least_s = MIN_TIMED_S if least_s is None else least_s
     times: list[float] = []
-    while len(times) <= reps or sum(times[1:]) < MIN_TIMED_S:
+    while len(times) <= reps or sum(times[1:]) < least_s:
         times.append(once())
     return statistics.median(times[1:]) * 1e3
 
@@ -328,6 +329,40 @@ def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
 # A model is settled when the two fastest of its separate measurements are this close (relative):
 # then its fastest is its own speed, not a busy spell's (measure_in_passes).
 SETTLED_SPREAD = 0.06
+# A measurement counts towards settling a model only if the canary, timed right before and right after
+# it, prefilled within this much of its fastest: the host was not in a slow stretch (measure_in_passes).
+CANARY_SLOW = 0.10
+# The canary's prefill: 256 tokens, the median of at least 5 calls and 0.1 s (about 0.25 s a reading
+# with the fork and the model's construction; its readings' spread on a quiet host about 2%).
+CANARY_PROMPT, CANARY_REPS, CANARY_TIMED_S = 256, 5, 0.1
+
+
+def canary_model() -> ArchConfig:
+    """The model timed between measurements to read the host's state: the LFM2 layout at the latency
+    proxies' shape (width 128, vocabulary 512), prefilling 256 tokens in about 20 ms."""
+    from star.presets import get_preset
+    from star.scaling import LATENCY_PROXY, to_proxy
+
+    return to_proxy(get_preset("lfm2-proxy"), **LATENCY_PROXY)
+
+
+@torch.inference_mode()
+def _prefill_here(config: ArchConfig, prompt: int, reps: int) -> float:
+    """The canary's measurement, in the calling process: `_timings_here`'s prefill only."""
+    from star.model import StarLM
+
+    tune_allocator()
+    torch.manual_seed(0)
+    model = StarLM(config).eval()
+    ids = torch.randint(0, config.vocab_size, (1, prompt))
+
+    def prefill() -> float:
+        state = model.init_state(1)
+        start = time.perf_counter()
+        model(ids, state)
+        return time.perf_counter() - start
+
+    return median_ms(prefill, reps, CANARY_TIMED_S)
 
 
 def fastest_two_agree(values: list[float], spread: float = SETTLED_SPREAD) -> bool:
@@ -337,20 +372,57 @@ def fastest_two_agree(values: list[float], spread: float = SETTLED_SPREAD) -> bo
     return len(ordered) >= 2 and ordered[1] <= (1 + spread) * ordered[0]
 
 
+def settled(runs: list[tuple[float, ...]] | list[list[float]], phase: int, canary_ms: float | None = None,
+            spread: float = SETTLED_SPREAD) -> bool:
+    """Whether a model's measurements ((prefill ms, decode ms[, canary ms]) each) have settled in
+    `phase` (0 prefill, 1 decode): the two fastest of those made while the host was quiet agree within
+    `spread`.  Quiet: the canary timed around the measurement (its third figure, where it has one)
+    prefilled within CANARY_SLOW of `canary_ms`, the canary's fastest."""
+    quiet = [r for r in runs if len(r) < 3 or canary_ms is None or r[2] <= (1 + CANARY_SLOW) * canary_ms]
+    return fastest_two_agree([r[phase] for r in quiet], spread)
+
+
+@dataclass
+class Passes:
+    """What `measure_in_passes` measured: per model, each process's (prefill ms, decode ms, canary ms),
+    the last the slower of the canary's prefills right before and right after it (absent without the
+    canary); and every canary prefill, in order."""
+    runs: dict[str, list[tuple[float, ...]]]
+    canary: list[float]
+
+    def canary_fastest(self, known: float | None = None) -> float | None:
+        """The canary's fastest prefill: of this call's, and `known` (an earlier call's, a profile's)."""
+        values = self.canary + ([known] if known else [])
+        return min(values) if values else None
+
+
 def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, passes: int = 3, most: int = 6,
-                      spread: float = SETTLED_SPREAD, reps: int = 7, threads: int | None = None, runtime: str = "eager"
-                      ) -> dict[str, list[tuple[float, float]]]:
+                      spread: float = SETTLED_SPREAD, reps: int = 7, threads: int | None = None, runtime: str = "eager",
+                      canary: bool = True, canary_ms: float | None = None) -> Passes:
     """`measure_model` for each of `configs`, in `passes` separate passes over all of them, then in
-    further passes over those whose two fastest measurements still differ by more than `spread`
-    (prefill or decode), up to `most` measurements each; {name: [(prefill, decode), ...]}.  Callers
-    take `fastest`.
+    further passes over those not yet `settled` (prefill or decode), up to `most` measurements each.
+    Callers take `fastest` of each model's runs.
 
     A proxy's call lasts milliseconds, and interference on a shared machine comes in spells: one
     proxy prefilled in 23.5 ms for 12 s in one process and, in another, went from 24 ms to 34-40 ms
     after 2 s and stayed there; four other processes of that proxy gave medians of 22.7 to 43.9 ms, the
     calls inside each agreeing.  Passes spread a model's processes over minutes, so that some fall
-    outside such a spell; a model is settled when two of them agree on its fastest time."""
-    timings: dict[str, list[tuple[float, float]]] = {config.name: [] for config in configs}
+    outside such a spell; a model is settled when two of them agree on its fastest time.
+
+    Two agreeing passes can both fall in one slow stretch: in the fourth headline of issue 19 (stream
+    24, third run) the host ran about 1.5x slower for minutes with short quiet windows, and seven
+    proxies settled on three passes 46-54% slow while the proxies measured before them had found the
+    quiet windows.  So with `canary`, a fixed small model (`canary_model`, always in eager PyTorch: it
+    reads the host, not the runtime) is timed before the first measurement and after each one, and
+    only measurements whose canaries both prefilled within CANARY_SLOW of its fastest (this call's,
+    or `canary_ms` from before) count towards settling.  Each costs about 0.4 s more."""
+    result = Passes({config.name: [] for config in configs}, [])
+    timings, canaries = result.runs, result.canary
+    probe = canary_model() if canary else None
+
+    def host() -> float:
+        canaries.append(_in_fresh_process(_prefill_here, probe, threads, CANARY_PROMPT, CANARY_REPS))
+        return canaries[-1]
 
     def unsettled(config: ArchConfig) -> bool:
         runs = timings[config.name]
@@ -358,15 +430,21 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
             return True
         if len(runs) >= most:
             return False
-        return not all(fastest_two_agree([r[i] for r in runs], spread) for i in (0, 1))
+        return not all(settled(runs, i, result.canary_fastest(canary_ms), spread) for i in (0, 1))
 
+    before = host() if probe else 0.0
     while todo := [config for config in configs if unsettled(config)]:
         for config in todo:
-            timings[config.name].append(measure_model(config, prompt, context, reps, threads, runtime))
-    return timings
+            measured = measure_model(config, prompt, context, reps, threads, runtime)
+            if probe:
+                after = host()
+                measured = (*measured, max(before, after))
+                before = after
+            timings[config.name].append(measured)
+    return result
 
 
-def fastest(runs: list[tuple[float, float]] | list[list[float]]) -> tuple[float, float]:
+def fastest(runs: list[tuple[float, ...]] | list[list[float]]) -> tuple[float, float]:
     """(prefill ms, decode ms) of a model measured in several processes: the fastest of each.
 
     Interference on a shared machine only ever slows a process (for seconds at a time: see

@@ -236,11 +236,35 @@ def test_passes_repeat_only_the_models_whose_measurements_disagree():
     from star.evaluators.measure import measure_in_passes
 
     models = [get_preset("conv-proxy"), get_preset("attention-proxy")]
-    strict = measure_in_passes(models, 16, 64, passes=2, most=3, spread=0.0, reps=2, threads=1)
+    strict = measure_in_passes(models, 16, 64, passes=2, most=3, spread=0.0, reps=2, threads=1, canary=False).runs
     assert [len(strict[m.name]) for m in models] == [3, 3]
-    loose = measure_in_passes(models, 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1)
+    loose = measure_in_passes(models, 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1, canary=False).runs
     assert [len(loose[m.name]) for m in models] == [2, 2]
     assert all(p > 0 and d > 0 for runs in (*strict.values(), *loose.values()) for p, d in runs)
+
+
+def test_only_passes_made_while_the_canary_ran_quiet_settle_a_model():
+    """With the canary, each measurement carries the slower of the canary's prefills right before and
+    right after it; a measurement counts towards settling only where that is within 10% of the
+    canary's fastest.  Given a fastest no real canary comes near, no measurement is quiet, so even a
+    tolerance no timing can exceed settles nothing and every model is measured up to the limit; given
+    none, the canary's own fastest is the mark and the first passes can settle."""
+    from star.evaluators.measure import CANARY_SLOW, measure_in_passes, settled
+
+    models = [get_preset("conv-proxy"), get_preset("attention-proxy")]
+    busy = measure_in_passes(models, 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1, canary_ms=1e-3)
+    assert [len(busy.runs[m.name]) for m in models] == [3, 3]
+    assert busy.canary_fastest(1e-3) == 1e-3 and len(busy.canary) == 6 + 1  # one before the first, one after each
+    order = [run for pass_ in range(3) for runs in busy.runs.values() for run in runs[pass_:pass_ + 1]]
+    for i, run in enumerate(order):  # measured in passes: each model once per pass
+        assert len(run) == 3 and run[2] == max(busy.canary[i], busy.canary[i + 1])
+    quiet = measure_in_passes(models[:1], 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1)
+    fastest = quiet.canary_fastest()
+    assert fastest == min(quiet.canary) > 0
+    runs = quiet.runs[models[0].name]  # a third pass only where one of the first two was in a slow stretch
+    calm = [run for run in runs if run[2] <= (1 + CANARY_SLOW) * fastest]
+    assert (len(runs) == 2) == (len(calm) >= 2), (runs, quiet.canary)
+    assert settled(runs, 0, fastest, spread=100.0) == settled(runs, 1, fastest, spread=100.0) == (len(calm) >= 2)
 
 
 def test_a_failed_measurement_is_one_error_and_the_next_one_works():
@@ -320,8 +344,9 @@ def test_a_profile_from_another_cpu_kind_is_refused_unless_named(tiny_profile, t
 
 def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
     """The profile records, per phase, the share of its calibration models whose fastest time never
-    repeated (a quick profile times each proxy in two passes, a third where they disagree, and keeps
-    the fastest; each cold model in two to four); over 10%, every use of the profile warns in one
+    repeated while a canary model ran at its quiet speed (a quick profile times each proxy in two
+    passes, a third where they disagree, and keeps the fastest; each cold model in two to four; the
+    canary between every two); over 10%, every use of the profile warns in one
     line, and `star profile` says it at the end.  A profile made before that figure is judged by its
     timing noise (the median spread of the passes) over 15%."""
     machine = json.loads(pq.read_table(tiny_profile).schema.metadata[b"star.profile"])
@@ -331,8 +356,11 @@ def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
     assert set(machine["timing_noise"]) == {"prefill", "decode"}
     assert all(value >= 0 for value in machine["timing_noise"].values())
     rounds = [run["rounds"] for run in machine["calibration_runs"]] + list(machine["cold_runs"].values())
-    for i, phase in enumerate(("prefill", "decode")):  # the share of models whose two fastest differ by > 6%
-        apart = [sorted(r[i] for r in runs)[1] > 1.06 * min(r[i] for r in runs) for runs in rounds]
+    canary = machine["canary_ms"]
+    assert canary > 0 and all(len(r) == 3 and r[2] >= canary for runs in rounds for r in runs)
+    for i, phase in enumerate(("prefill", "decode")):  # the share of models whose two fastest quiet passes differ > 6%
+        quiet = [[r[i] for r in runs if r[2] <= 1.10 * canary] for runs in rounds]
+        apart = [len(values) < 2 or sorted(values)[1] > 1.06 * min(values) for values in quiet]
         assert machine["unsettled"][phase] == pytest.approx(sum(apart) / len(rounds))
     args = ("predict", "--preset", "lfm2-proxy", "--prompt", "64", "--context", "256", "--profile")
     for name, figures, shown in (("busy", {"unsettled": 0.4}, "decode 40%"),
