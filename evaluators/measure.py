@@ -214,9 +214,10 @@ def median_ms(once: Callable[[], float], reps: int, least_s: float | None = None
 MIN_TIMED_S = 0.3  # a whole-model median covers at least this much time: a proxy decodes in ~6 ms
 
 
-@torch.inference_mode()
-def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float]:
-    """`measure_model`'s measurement, in the calling process."""
+def _model_and_prefill_ms(config: ArchConfig, prompt: int, reps: int, least_s: float | None = None
+                          ) -> tuple[Any, float]:
+    """Our model, built as every whole-model measurement builds it, and the median ms of its prefill
+    of `prompt` tokens (`median_ms`)."""
     from star.model import StarLM
 
     tune_allocator()
@@ -230,7 +231,13 @@ def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> t
         model(ids, state)
         return time.perf_counter() - start
 
-    prefill_ms = median_ms(prefill, reps)
+    return model, median_ms(prefill, reps, least_s)
+
+
+@torch.inference_mode()
+def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float]:
+    """`measure_model`'s measurement, in the calling process."""
+    model, prefill_ms = _model_and_prefill_ms(config, prompt, reps)
     state = model.init_state(1)
     model(torch.randint(0, config.vocab_size, (1, context)), state)
     token = torch.randint(0, config.vocab_size, (1,))
@@ -348,21 +355,9 @@ def canary_model() -> ArchConfig:
 
 @torch.inference_mode()
 def _prefill_here(config: ArchConfig, prompt: int, reps: int) -> float:
-    """The canary's measurement, in the calling process: `_timings_here`'s prefill only."""
-    from star.model import StarLM
-
-    tune_allocator()
-    torch.manual_seed(0)
-    model = StarLM(config).eval()
-    ids = torch.randint(0, config.vocab_size, (1, prompt))
-
-    def prefill() -> float:
-        state = model.init_state(1)
-        start = time.perf_counter()
-        model(ids, state)
-        return time.perf_counter() - start
-
-    return median_ms(prefill, reps, CANARY_TIMED_S)
+    """The canary's measurement, in the calling process: `_timings_here`'s prefill only, over a
+    shorter time (CANARY_TIMED_S)."""
+    return _model_and_prefill_ms(config, prompt, reps, CANARY_TIMED_S)[1]
 
 
 def fastest_two_agree(values: list[float], spread: float = SETTLED_SPREAD) -> bool:
