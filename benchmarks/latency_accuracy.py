@@ -203,7 +203,7 @@ def measure_sample(archs: list, profiles: dict, args: argparse.Namespace) -> lis
         prefill, decode = fastest(rounds)
         row = {"kind": kind, "name": config.name, "params": config.params(), "prefill_ms": prefill,
                "decode_ms": decode, "passes": len(rounds), "rounds": [list(r) for r in rounds],
-               "model": config.to_json()}
+               "canary_ms": args.canary_ms, "model": config.to_json()}
         rows.append(predict_row(row, profiles, args))
         shown = "  ".join(f"{name}: {p['prefill_ms']:9.2f} / {p['decode_ms']:8.3f}"
                           for name, p in row["predicted"].items())
@@ -269,9 +269,35 @@ def across_runs(runs: list[list[dict]], profiles: dict, args: argparse.Namespace
             print(f"    {phase:<8} single runs within ±10% of the median: {100 * within:5.1f}%   median |deviation| "
                   f"{100 * statistics.median(map(abs, deviations)):5.1f}%   slowest run over fastest, median "
                   f"{100 * statistics.median(spreads):5.1f}%, worst {100 * max(spreads):5.1f}%")
+    canary_check(runs)
     print(f"\neach profile against the median of the {len(runs)} runs' measurements:")
     for name, profile in profiles.items():
         accuracy(medians, name, profile, args)
+
+
+def canary_check(runs: list[list[dict]]) -> None:
+    """Whether the canary tells slow passes from quiet ones: each pass of every model, against that
+    model's fastest over all runs, split by whether the canary around it ran within CANARY_SLOW of its
+    fastest (the last run's figure).  Files from before the canary lack its readings: nothing printed."""
+    if not all(len(p) == 3 for rows in runs for r in rows for p in r.get("rounds", [[]])):
+        return
+    canary = min(r["canary_ms"] for rows in runs for r in rows)
+    print(f"\nevery pass against its model's fastest over the {len(runs)} runs, by the canary around it "
+          f"(quiet: within {100 * CANARY_SLOW:.0f}% of its fastest, {canary:.2f} ms):")
+    for kind in ("proxy", "full", "preset"):
+        for i, phase in enumerate(("prefill", "decode")):
+            split: dict[bool, list[float]] = {True: [], False: []}
+            for rows in zip(*runs, strict=True):
+                if rows[0]["kind"] != kind:
+                    continue
+                best = min(p[i] for r in rows for p in r["rounds"])
+                for r in rows:
+                    for p in r["rounds"]:
+                        split[p[2] <= (1 + CANARY_SLOW) * canary].append(p[i] / best - 1)
+            shown = [f"{label} {len(values)} passes, {100 * sum(v <= 0.10 for v in values) / len(values):5.1f}% "
+                     f"within 10% (median +{100 * statistics.median(values):.1f}%)"
+                     for label, values in (("quiet", split[True]), ("slow", split[False])) if values]
+            print(f"  {kind:<6} {phase:<8} " + ";  ".join(shown))
 
 
 def accuracy(rows: list[dict], name: str, profile, args: argparse.Namespace) -> dict[str, float]:
