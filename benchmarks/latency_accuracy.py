@@ -45,7 +45,7 @@ import time
 import torch
 
 from star.arch import ArchConfig
-from star.evaluators.measure import CANARY_SLOW, RUNTIMES, fastest, measure_in_passes, measure_peak_memory
+from star.evaluators.measure import CANARY_SLOW, RUNTIMES, fastest, measure_in_passes, measure_peak_memory, quiet
 from star.evaluators.measure_executorch import export_programs, model_job
 from star.evaluators.predictor import load_profile
 from star.machine import cpu_kind, fingerprint
@@ -193,9 +193,10 @@ def measure_sample(archs: list, profiles: dict, args: argparse.Namespace) -> lis
         measured = measure_in_passes(configs, args.prompt, args.context, passes=passes, most=most, reps=reps,
                                      runtime=args.runtime, canary_ms=args.canary_ms)
         args.canary_ms = measured.canary_fastest(args.canary_ms)
-        slow = [run for runs in measured.runs.values() for run in runs if run[2] > (1 + CANARY_SLOW) * args.canary_ms]
+        slow = [run for runs in measured.runs.values() for run in runs if not quiet(run, args.canary_ms)]
+        mark = f"{args.canary_ms:.2f} ms" if args.canary_ms else "no repeated reading yet"
         print(f"  {sum(map(len, measured.runs.values()))} measurements, {len(slow)} of them in a slow stretch (the "
-              f"canary over {args.canary_ms:.2f} ms + {100 * CANARY_SLOW:.0f}%)", flush=True)
+              f"canary over its fastest, {mark}, + {100 * CANARY_SLOW:.0f}%)", flush=True)
         repeats |= measured.runs
     rows = []
     for i, (kind, config) in enumerate(archs):
@@ -293,7 +294,7 @@ def canary_check(runs: list[list[dict]]) -> None:
                 best = min(p[i] for r in rows for p in r["rounds"])
                 for r in rows:
                     for p in r["rounds"]:
-                        split[p[2] <= (1 + CANARY_SLOW) * canary].append(p[i] / best - 1)
+                        split[quiet(p, canary)].append(p[i] / best - 1)
             shown = [f"{label} {len(values)} passes, {100 * sum(v <= 0.10 for v in values) / len(values):5.1f}% "
                      f"within 10% (median +{100 * statistics.median(values):.1f}%)"
                      for label, values in (("quiet", split[True]), ("slow", split[False])) if values]

@@ -368,14 +368,20 @@ def fastest_two_agree(values: list[float], spread: float = SETTLED_SPREAD) -> bo
     return len(ordered) >= 2 and ordered[1] <= (1 + spread) * ordered[0]
 
 
+def quiet(run: tuple[float, ...] | list[float], canary_ms: float | None) -> bool:
+    """Whether a measurement ((prefill ms, decode ms[, canary ms])) was made while the host was quiet:
+    the canary timed around it (its third figure, where it has one) prefilled within CANARY_SLOW of
+    `canary_ms`, the canary's fastest; true where either is unknown."""
+    return len(run) < 3 or canary_ms is None or run[2] <= (1 + CANARY_SLOW) * canary_ms
+
+
 def settled(runs: list[tuple[float, ...]] | list[list[float]], phase: int, canary_ms: float | None = None,
             spread: float = SETTLED_SPREAD) -> bool:
     """Whether a model's measurements ((prefill ms, decode ms[, canary ms]) each) have settled in
     `phase` (0 prefill, 1 decode): the two fastest of those made while the host was quiet agree within
     `spread`.  Quiet: the canary timed around the measurement (its third figure, where it has one)
     prefilled within CANARY_SLOW of `canary_ms`, the canary's fastest."""
-    quiet = [r for r in runs if len(r) < 3 or canary_ms is None or r[2] <= (1 + CANARY_SLOW) * canary_ms]
-    return fastest_two_agree([r[phase] for r in quiet], spread)
+    return fastest_two_agree([r[phase] for r in runs if quiet(r, canary_ms)], spread)
 
 
 @dataclass
