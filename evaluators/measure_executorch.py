@@ -253,14 +253,26 @@ def unit_jobs(grid: Grid) -> dict[tuple[str, int, str], UnitJob]:
 
 
 def measure_unit(case: Case, job: UnitJob, reps: int, warmup: int, cold: bool = False) -> tuple[float, float]:
-    """(median ms, p95 ms) of one call of `case` in its unit's program, after evicting the L2 cache
-    (`cold`: the last-level cache too), as measure.measure does in eager PyTorch."""
+    """(median ms, p95 ms) of one call of `case` in its unit's program: a prefill after evicting the L2
+    cache (`cold`: the last-level cache too), as measure.measure does in eager PyTorch; a decode step
+    after evicting the last-level cache when `cold`, else back to back, as a whole model's program
+    runs its units.
+
+    Why decode differs from eager: a unit's decode step in ExecuTorch is tens of microseconds, and an
+    L2 flush before it also evicts the runtime's own state and code, which inside a model stay hot.
+    Measured on a 2-core Zen 4 (2026-12-07, ExecuTorch 1.5.1): a 128-wide short convolution's step
+    took 0.079 ms after the flush and 0.025 ms without, an empty program's call 0.021 and 0.013 ms;
+    the eight calibration proxies of a quick profile then decoded in 0.39-0.68x the sum of their
+    flushed units (short-convolution proxies near 0.5x, so no per-kind constant near 0 could fit
+    them), and in 0.97-1.10x the sum of unflushed units less the calls (`call_ms`) for the four LFM2
+    proxies.  What the back-to-back step misses, weights that a whole model streams from the
+    last-level cache rather than L2, is the profile's calibrated cost per weight byte."""
     from star.executorch import load_program
 
     program = load_program(program_path(job))
     prefill = case.phase == "prefill" and case.unit != "head"
     method = program.load_method(f"prefill_{case.tokens}" if prefill else "decode")
-    flush = torch.ones(2 * (llc_bytes() if cold else l2_bytes()) // 4)
+    flush = torch.ones(2 * (llc_bytes() if cold else l2_bytes()) // 4) if cold or case.phase == "prefill" else None
     generator = torch.Generator().manual_seed(0)
     d = case.width
 
@@ -274,13 +286,47 @@ def measure_unit(case: Case, job: UnitJob, reps: int, warmup: int, cold: bool = 
         return [torch.randn(1, case.tokens, d, generator=generator)]
 
     def once() -> float:
-        float(flush.sum())
+        if flush is not None:
+            float(flush.sum())
         args = inputs()
         start = time.perf_counter()
         method.execute(args)
         return time.perf_counter() - start
 
     return time_calls(once, reps, warmup)
+
+
+class _Empty(nn.Module):
+    """The least a program can do: one addition on a (1, 128) input, the size of a proxy's hidden state."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + 1.0
+
+
+def call_ms(reps: int = 500, rounds: int = 3) -> float:
+    """The ms of one call of an almost empty program, back to back: what every unit timing holds once
+    (the runtime's entry, its inputs and outputs) and a whole model's program pays once per pass, not
+    once per unit (predictor: a profile's `call_ms`).  The fastest of `rounds` medians, as the profile
+    keeps each unit's fastest sweep: on a 2-core Zen 4 a call took 0.007 ms in quiet spells and
+    0.012-0.013 ms in busy ones (the same with the addition delegated to XNNPACK or not), where a
+    16-block proxy decodes in about 1 ms from 34 units."""
+    import tempfile
+
+    from star.executorch import load_program, lower
+
+    example = (torch.zeros(1, 128),)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "empty.pte"
+        path.write_bytes(lower({"forward": (_Empty(), example)}, "an empty program"))
+        method = load_program(path).load_method("forward")
+    args = list(example)
+
+    def once() -> float:
+        start = time.perf_counter()
+        method.execute(args)
+        return time.perf_counter() - start
+
+    return min(time_calls(once, reps, warmup=10)[0] for _ in range(rounds))
 
 
 def model_job(config: ArchConfig, prompt: int, context: int) -> ModelJob:

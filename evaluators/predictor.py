@@ -9,10 +9,11 @@ non-negative coefficients.  An architecture's prefill time is the sum over its b
 and FFN units at the prompt length, plus the embedding and the head; decode is the same sum at one
 token with the context in the cache.  The fit interpolates between the profiled widths and lengths,
 and extrapolates along the roofline-shaped features beyond them.  Calibrated on whole models
-(`calibration.calibrate`): fixed costs per block kind, a decode cost per weight byte for models that
-fit the last-level cache, and a scale per width for models that do not.  A prediction never falls as
-the prompt or the context grows (`Profile._pass`): a model pushed out of the cache by a longer one takes
-at least the time it had at the longest length that fitted.
+(`calibration.calibrate`): in ExecuTorch, less the cost of a program call that each unit's timing
+holds and a model's pass holds once (`call_ms`); fixed costs per block kind, a decode cost per
+weight byte for models that fit the last-level cache, and a scale per width for models that do not.
+A prediction never falls as the prompt or the context grows (`Profile._pass`): a model pushed out of
+the cache by a longer one takes at least the time it had at the longest length that fitted.
 """
 
 from __future__ import annotations
@@ -248,7 +249,9 @@ class Profile:
             t, t95 = self._unit_ms(Case(unit, d, spec, phase, tokens), cache)
             median += t
             p95 += t95
-        fixed = self._block_overhead_ms(config, phase)
+        # Each unit was timed as a call of its own program; a model's program is one call per pass
+        # (ExecuTorch profiles' call_ms; eager PyTorch's per-call work is the model's own too).
+        fixed = self._block_overhead_ms(config, phase) - (len(parts) - 1) * float(self.machine.get("call_ms", 0.0))
         if phase == "decode" and cache == "warm":  # weights streamed from beyond the core's cache share
             per_byte = float(self.machine.get("warm_decode_ms_per_weight_byte", 0.0))
             fixed += per_byte * config.params() * self.weight_bytes

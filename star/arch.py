@@ -176,8 +176,16 @@ class RecurrenceMixer:
 
     @classmethod
     def profiled(cls, width: int) -> list[RecurrenceMixer]:
-        """The settings a latency profile times at `width`: heads of 64."""
-        return [cls(num_heads=max(1, width // 64), head_dim=64)]
+        """The settings a latency profile times at `width`: heads of 64; up to width 256 also the
+        calibration proxies' heads of 32.  With one setting per width every row of a unit's fit had
+        the same FLOPs and bytes, so the fit could not tell how time follows them: an ExecuTorch
+        quick profile timed 2 heads of 64 at width 128 and predicted the proxies' 4 heads of 32 at
+        0.128 ms a step, while a proxy with nine of them decoded 0.76 ms faster than predicted
+        (2026-12-07, docs/latency.md)."""
+        out = [cls(num_heads=max(1, width // 64), head_dim=64)]
+        if width <= 256:
+            out.append(cls(num_heads=max(1, width // 32), head_dim=32))
+        return out
 
     def validate(self, hidden: int) -> None:
         _check(1 <= self.num_heads <= MAX_HEADS and 1 <= self.head_dim <= MAX_HEAD_DIM,

@@ -169,9 +169,9 @@ def test_profile_runtime_options_are_one_line(tmp_path):
 @pytest.mark.slow
 def test_profile_in_executorch_times_unit_programs_and_predicts(tmp_path):
     """A profile timed in ExecuTorch (one width, one length per phase, the units of two 2-block
-    calibration models): each unit and phase measured from its own program, the runtime recorded
-    and named by `star predict`; a unit's program computes what the eager unit does; programs are
-    lowered once and kept."""
+    calibration models): each unit and phase measured from its own program, the cost of a program
+    call recorded, the runtime recorded and named by `star predict`; a unit's program computes what
+    the eager unit does; programs are lowered once and kept."""
     pytest.importorskip("executorch")
     from star.evaluators.measure_executorch import export_programs, program_path, unit_jobs
     from star.evaluators.profiler import profile
@@ -193,6 +193,8 @@ def test_profile_in_executorch_times_unit_programs_and_predicts(tmp_path):
     runs = made.machine["calibration_runs"]
     assert [json.loads(r["model"])["name"] for r in runs] == ["conv-1", "conv-2"]
     assert all(r["prefill_ms"] > 0 and r["decode_ms"] > 0 for r in runs)
+    # one program call, measured: more than nothing, less than a whole one-block model's decode step
+    assert 0 < made.machine["call_ms"] < min(r["decode_ms"] for r in runs)
 
     jobs = unit_jobs(grid)
     job = jobs[("ffn:mlp", 128, repr(MLPFFN(hidden=512)))]

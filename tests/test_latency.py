@@ -186,6 +186,23 @@ def test_block_overheads_are_charged_per_mixer_kind(tiny_profile):
     assert old.predict(config, 64, 256)["decode_ms"] - plain.predict(config, 64, 256)["decode_ms"] == pytest.approx(8.0)
 
 
+def test_a_program_call_is_charged_once_per_pass_not_once_per_unit(tiny_profile):
+    """An ExecuTorch profile's `call_ms` (each unit timing holds one program call; a model's pass is one
+    call): a model of n units is predicted (n - 1) calls faster in both phases, so lfm2-proxy (16
+    mixers, 16 SwiGLUs, the embedding and the head) by 33 calls; a profile without it (eager) is unchanged."""
+    config = calibration_proxy("lfm2-proxy")
+    plain = Profile(tiny_profile)
+    for phase in ("prefill", "decode"):
+        plain.machine["block_overhead_ms"][phase] = dict.fromkeys(plain.machine["block_overhead_ms"][phase], 0.0)
+    plain.machine["warm_decode_ms_per_weight_byte"] = 0.0  # nothing near the floor of _with_fixed
+    before = plain.predict(config, 64, 256)
+    assert "call_ms" not in plain.machine
+    plain.machine["call_ms"] = 0.001
+    after = plain.predict(config, 64, 256)
+    assert before["ttft_ms"] - after["ttft_ms"] == pytest.approx(0.033)
+    assert before["decode_ms"] - after["decode_ms"] == pytest.approx(0.033)
+
+
 def test_overheads_that_outweigh_the_units_never_give_a_negative_time():
     """Fitted overheads are corrections and may be negative; far from the calibration models (a
     proxy narrower than any profiled width) one may outweigh the units.  The prediction then stops
