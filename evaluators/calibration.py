@@ -38,6 +38,12 @@ CALIBRATION_PROMPT, CALIBRATION_CONTEXT = 256, 1024
 # its own stored measurements, still predicts its quiet-machine sample 100% within 10% (tau 0.931
 # to 0.919).  docs/benchmarks.md, issue 19.
 RIDGE = 100.0
+# The prefill fit's penalty: prefill gaps are tens of milliseconds where decode's are tenths, so a
+# smaller one lets each kind's constant follow them.  Chosen on samples already used (2026-12-07):
+# ExecuTorch quick profile on stream 30, LFM2 proxies' prefill within ±10% 3 -> 10 of 10 and 3 -> 7
+# of 10 (least squares: 10 and 8; 100: 9 and 6); eager profiles rescored on streams 27 and 28 (4
+# profiles, 3 runs each), within ±10% +1.2 points on average against one constant per block.
+PREFILL_RIDGE = 10.0
 
 
 def cold_calibration_models() -> list[ArchConfig]:
@@ -107,10 +113,12 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     weights in the last-level cache, but a whole proxy (13-20 MB) does not fit the share of it a
     core gets (a chain of matrix-vector products here read 27 GB/s up to 8 MB of weights and
     6.7 GB/s from 16 MB on), so every weight byte costs extra; fitted, 0.04-0.11 ms per MB.
-    Prefill: one constant per block, the median.  There the gap is mostly the unit fits' error on
-    the calibration models' particular shapes, which per-kind constants learned and carried to
-    other shapes (measured: 100% of the accuracy sample within 10% with one constant, 84-88% with
-    per-kind ones)."""
+    Prefill: a constant per kind too, by ridge regression with a lighter penalty (`PREFILL_RIDGE`),
+    and no per-byte term.  The first eager profile did better with one constant per block (the
+    median: 100% of its accuracy sample within 10%, 84-88% with per-kind least squares), but in
+    ExecuTorch the gap follows the kind: an attention unit timed alone prefills 10-20% slower than
+    inside a model, the other units within a few percent, and one constant per block predicted LFM2
+    proxies 10-12% slow and STAR ones 6-8% fast (2026-12-07, docs/latency.md)."""
     measured = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
                                  runtime=runtime)
     timings = measured.runs
@@ -125,29 +133,30 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     return overheads, per_byte, runs, measured.canary_fastest()
 
 
-def fit_overheads(runs: list[dict[str, Any]], weight_bytes: int, ridge: float = RIDGE
-                  ) -> tuple[dict[str, dict[str, float]], float]:
+def fit_overheads(runs: list[dict[str, Any]], weight_bytes: int, ridge: float = RIDGE,
+                  prefill_ridge: float = PREFILL_RIDGE) -> tuple[dict[str, dict[str, float]], float]:
     """The fit of `block_overheads` on its stored measurements (a profile's `calibration_runs`), so
     that a fit can be redone, or another penalty tried, without measuring again
-    (benchmarks/latency_refit.py): decode constants per kind and ms per weight byte, and the prefill
-    constant per block."""
+    (benchmarks/latency_refit.py): per phase, a constant per mixer kind and per FFN kind, and for
+    decode the ms per weight byte."""
     import numpy as np
 
     models = [ArchConfig.from_json(run["model"]) for run in runs]
     keys = sorted({key for config in models for block in config.blocks for key in block_kinds(block)})
-    features_ = np.array([[sum(key in block_kinds(b) for b in config.blocks) for key in keys]
-                          + [config.params() * weight_bytes / 1e6] for config in models], dtype=float)
-    gaps = np.array([run["decode_ms"] - run["units_decode_ms"] for run in runs])
+    counts = np.array([[sum(key in block_kinds(b) for b in config.blocks) for key in keys] for config in models],
+                      dtype=float)
     # Ridge: the per-kind constants are pulled towards 0 (the unit sums being right), the per-byte
     # cost is not.  Every block has exactly one mixer and one FFN, so only mixer-plus-FFN sums are
     # determined by the data; the penalty picks one split, and predictions use only the sums.
+    features_ = np.hstack([counts, [[config.params() * weight_bytes / 1e6] for config in models]])
+    gaps = np.array([run["decode_ms"] - run["units_decode_ms"] for run in runs])
     penalty = np.eye(len(keys) + 1) * ridge
     penalty[-1, -1] = 0.0
     solution, *_ = np.linalg.lstsq(features_.T @ features_ + penalty, features_.T @ gaps, rcond=None)  # ridge 0 too
-    per_block = [(run["prefill_ms"] - run["units_prefill_ms"]) / len(config.blocks)
-                 for run, config in zip(runs, models, strict=True)]
+    gaps = np.array([run["prefill_ms"] - run["units_prefill_ms"] for run in runs])
+    prefill, *_ = np.linalg.lstsq(counts.T @ counts + np.eye(len(keys)) * prefill_ridge, counts.T @ gaps, rcond=None)
     overheads = {"decode": {key: float(v) for key, v in zip(keys, solution[:-1], strict=True)},
-                 "prefill": {"block": float(statistics.median(per_block))}}
+                 "prefill": {key: float(v) for key, v in zip(keys, prefill, strict=True)}}
     return overheads, float(solution[-1]) / 1e6
 
 

@@ -24,6 +24,12 @@ class Case:
     tokens: int  # prompt length (prefill) or context already cached (decode)
 
 
+def spec_text(spec: Any) -> str:
+    """The operator's settings, readably ('ShortConvMixer(kernel=3)'), or the vocabulary size: a
+    profile row's `spec`, and how the predictor finds the rows of a case's own settings."""
+    return repr(spec) if not isinstance(spec, int) else f"vocab={spec}"
+
+
 def features(case: Case, weight_bytes: int = 4) -> tuple[float, float]:
     """(FLOPs, bytes moved) of one call: the quantities time is regressed on."""
     d, t = case.width, case.tokens

@@ -59,7 +59,12 @@ class Grid:
 
 FULL = Grid(widths=(128, 256, 512, 1024, 2048), prefill=(64, 256, 1024), decode=(128, 1024, 4096, 16384), reps=9,
             warmup=2)
-QUICK = Grid(widths=(128, 1024), prefill=(64, 512), decode=(128, 2048), reps=5, warmup=1)
+# The quick grid: the full grid's widths 128, 512 and 1024, at the lengths predictions are asked at
+# most (star predict's prompt of 1024 and context of 4096, the calibration's 256 and 1024), so that
+# those are interpolated, not extrapolated.  With widths (128, 1024), prefill (64, 512) and decode
+# (128, 2048), an ExecuTorch quick profile predicted 512- and 768-wide STAR models' 4K decode up to
+# 49% slow and LFM2 proxies' (three quarters of it attention) 8-12% slow (2026-12-07, docs/latency.md).
+QUICK = Grid(widths=(128, 512, 1024), prefill=(64, 256, 1024), decode=(128, 1024, 4096), reps=5, warmup=1)
 
 
 

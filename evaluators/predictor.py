@@ -30,7 +30,7 @@ import numpy as np
 from star.arch import ArchConfig, IdentityMixer
 from star.errors import StarError
 
-from .features import Case, block_kinds, features
+from .features import Case, block_kinds, features, spec_text
 from .latency import peak_memory_bytes
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -130,11 +130,19 @@ class Profile:
         # One fit per unit, phase, cache state and profiled width: how efficiently a matmul runs
         # depends on its shape far more than a single FLOPs/bytes line across widths can say.
         self.models: dict[tuple[str, str, str], dict[int, UnitModel]] = {}
+        # And one per profiled setting of a unit (spec_text), for cases of exactly that setting: see _fits.
+        self.setting_models: dict[tuple[str, str, str, str], dict[int, UnitModel]] = {}
         groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
+        settings: dict[tuple[str, str, str, str, int], list[dict[str, Any]]] = {}
         for r in rows:
-            groups.setdefault((r["unit"], r["phase"], r.get("cache", "warm"), int(r["width"])), []).append(r)
+            cache = r.get("cache", "warm")
+            groups.setdefault((r["unit"], r["phase"], cache, int(r["width"])), []).append(r)
+            settings.setdefault((r["unit"], r["phase"], cache, str(r["spec"]), int(r["width"])), []).append(r)
         for (unit, phase, cache, width), group in sorted(groups.items()):
             self.models.setdefault((unit, phase, cache), {})[width] = _fit(group)
+        for (unit, phase, cache, spec, width), group in sorted(settings.items()):
+            if len({r["tokens"] for r in group}) >= 2:
+                self.setting_models.setdefault((unit, phase, cache, spec), {})[width] = _fit(group)
         self.weight_bytes = 4 if self.machine.get("dtype", "fp32") == "fp32" else 2
         self.llc_bytes = int(self.machine.get("llc_bytes", 32 * 2**20))
 
@@ -179,13 +187,30 @@ class Profile:
             where += f", in ExecuTorch {self.machine.get('executorch', '')}".rstrip()
         return where
 
-    def _unit_ms(self, case: Case, cache: str) -> tuple[float, float]:
-        """(median ms, p95 ms) of one unit call: the fits at the two profiled widths around the case's
-        width, each applied to the case's own FLOPs and bytes, interpolated in log width (the nearest
-        fit outside the profiled range)."""
-        fits = self.models.get((case.unit, case.phase, cache)) or self.models.get((case.unit, case.phase, "warm"))
-        if not fits:
+    def _fits(self, case: Case, cache: str) -> dict[int, UnitModel]:
+        """The fits that predict `case`, per profiled width: those of the case's own setting where the
+        profile timed it at two lengths or more, else the unit's fit over all its settings.
+
+        One line in FLOPs and bytes per unit and width holds where a unit's work runs at one rate,
+        not where a cheap part and a slow one grow apart: ExecuTorch runs a long convolution's
+        depthwise filter outside the XNNPACK delegate, so its time follows the kernel's taps far
+        more than its FLOPs say (a 128-wide one at 512 tokens: 35 ms, against 0.85 ms for a 3-tap
+        short convolution), and a profile that timed kernels of 128 predicted the star-space
+        proxies' prefill 20-22% fast where two of three or four of their long convolutions had 256
+        taps, and about right where few had (2026-12-07, docs/latency.md).  A setting's own rows
+        say how its own time grows with the length; other settings still take the unit's line."""
+        state = cache if (case.unit, case.phase, cache) in self.models else "warm"  # older profiles: warm only
+        pooled = self.models.get((case.unit, case.phase, state))
+        if not pooled:
             raise StarError(f"profile {self.path.name} has no measurements of {case.unit} ({case.phase})")
+        own = self.setting_models.get((case.unit, case.phase, state, spec_text(case.spec)), {})
+        return {width: own.get(width, fit) for width, fit in pooled.items()}
+
+    def _unit_ms(self, case: Case, cache: str) -> tuple[float, float]:
+        """(median ms, p95 ms) of one unit call: the fits (`_fits`) at the two profiled widths around
+        the case's width, each applied to the case's own FLOPs and bytes, interpolated in log width
+        (the nearest fit outside the profiled range)."""
+        fits = self._fits(case, cache)
         flops, moved = features(case, self.weight_bytes)
         widths = sorted(fits)
         below = max([w for w in widths if w <= case.width], default=widths[0])

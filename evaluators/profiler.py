@@ -23,7 +23,7 @@ from star.errors import StarError
 from star.machine import fingerprint, tune_allocator
 
 from .calibration import CALIBRATION_STAGES, calibrate
-from .features import Case, features
+from .features import Case, features, spec_text
 from .measure import DTYPES, FULL, QUICK, RUNTIMES, Grid, cases, llc_bytes, measure
 
 PROFILE_FORMAT = 2  # 2: the CPU fingerprint (star.machine.fingerprint) replaces the CPU name
@@ -47,11 +47,6 @@ def machine_info(threads: int, dtype: str, device: str, grid: str, runtime: str 
             "star": metadata.version("star-nas"), "python": platform.python_version(),
             "format": str(PROFILE_FORMAT), "llc_bytes": str(llc_bytes()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def spec_text(spec: Any) -> str:
-    """The operator's settings, readably ('ShortConvMixer(kernel=3)'), or the vocabulary size."""
-    return repr(spec) if not isinstance(spec, int) else f"vocab={spec}"
 
 
 def check_options(device: str, dtype: str, runtime: str) -> None:

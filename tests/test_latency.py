@@ -7,6 +7,7 @@ import random
 import warnings
 from itertools import pairwise
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import assert_bad_input, star
@@ -61,10 +62,10 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["grid"] == "custom"
     assert machine["fingerprint"] == fingerprint()  # the CPU kind, its kernel ISA, torch's kernels and version
     assert {r["cache"] for r in rows} == {"warm", "cold"}
-    overhead = machine["block_overhead_ms"]  # measured on whole models: decode per mixer and FFN kind
-    assert set(overhead) == {"prefill", "decode"} and set(overhead["prefill"]) == {"block"}
+    overhead = machine["block_overhead_ms"]  # measured on whole models: per mixer and FFN kind, both phases
+    assert set(overhead) == {"prefill", "decode"}
     assert {"mixer:attention", "mixer:short_conv", "mixer:long_conv", "mixer:recurrence", "mixer:identity",
-            "ffn:swiglu", "ffn:mlp", "ffn:none"} == set(overhead["decode"])
+            "ffn:swiglu", "ffn:mlp", "ffn:none"} == set(overhead["decode"]) == set(overhead["prefill"])
     assert len(machine["calibration_runs"]) == 8  # the 4 random proxies per space it was given
     assert isinstance(machine["warm_decode_ms_per_weight_byte"], float)
     assert 0 <= machine["runtime_bytes"] < 64 * 2**20
@@ -164,18 +165,19 @@ def test_negative_overheads_never_make_a_longer_context_faster():
     assert decode == sorted(decode) and decode[0] > 0
 
 
-def test_block_overheads_are_charged_per_mixer_kind(tiny_profile):
-    """Decode's calibrated fixed costs follow each block's kinds: an extra millisecond per attention
-    block moves attention-proxy by 16 ms, lfm2-proxy by 6 (its GQA blocks) and conv-proxy not at all.
-    A profile from before per-kind calibration charges its one constant to every block."""
+@pytest.mark.parametrize("phase, key", [("decode", "decode_ms"), ("prefill", "ttft_ms")])
+def test_block_overheads_are_charged_per_mixer_kind(tiny_profile, phase, key):
+    """The calibrated fixed costs follow each block's kinds, in both phases: an extra millisecond per
+    attention block moves attention-proxy by 16 ms, lfm2-proxy by 6 (its GQA blocks) and conv-proxy
+    not at all.  A profile from before per-kind calibration charges its one constant to every block."""
     model = Profile(tiny_profile)
     # from zero overheads: a quick profile's fitted ones may be negative enough to reach the floor
     # that keeps a prediction from going below the units' own sum (next test)
-    model.machine["block_overhead_ms"]["decode"] = dict.fromkeys(model.machine["block_overhead_ms"]["decode"], 0.0)
-    before = {name: model.predict(calibration_proxy(name), 64, 256)["decode_ms"]
+    model.machine["block_overhead_ms"][phase] = dict.fromkeys(model.machine["block_overhead_ms"][phase], 0.0)
+    before = {name: model.predict(calibration_proxy(name), 64, 256)[key]
               for name in ("attention-proxy", "lfm2-proxy", "conv-proxy")}
-    model.machine["block_overhead_ms"]["decode"]["mixer:attention"] += 1.0
-    after = {name: model.predict(calibration_proxy(name), 64, 256)["decode_ms"] for name in before}
+    model.machine["block_overhead_ms"][phase]["mixer:attention"] += 1.0
+    after = {name: model.predict(calibration_proxy(name), 64, 256)[key] for name in before}
     assert [round(after[n] - before[n], 6) for n in before] == [16.0, 6.0, 0.0]
     old = Profile(tiny_profile)
     old.machine.pop("block_overhead_ms")
@@ -234,6 +236,33 @@ def test_warm_decode_charges_weight_bytes_and_leaves_prefill_and_cold_models_alo
     assert extra == pytest.approx(proxy.params() * 4 * 1e-6)
     assert after[proxy.name]["ttft_ms"] == before[proxy.name]["ttft_ms"]
     assert after[big.name] == before[big.name]
+
+
+def test_a_profiled_setting_is_predicted_by_its_own_rows(tiny_profile, tmp_path):
+    """A unit's settings can run at different rates per FLOP (ExecuTorch runs a long convolution's
+    filter outside its fast kernels, so the taps set the time): a setting the profile timed at two
+    lengths or more is predicted from its own rows, others from the unit's line over all settings.
+    Here the 256-tap long convolution's rows of a real profile are made 3x slower: its predictions
+    follow them, and the 64-tap filter's stay at its own rows."""
+    from star.arch import LongConvMixer
+    from star.evaluators.features import Case
+    from star.search_spaces.star import LONG_KERNELS
+
+    table = pq.read_table(tiny_profile)
+    rows = table.to_pylist()
+    slow = "LongConvMixer(kernel=256)"
+    assert {r["spec"] for r in rows if r["unit"] == "mixer:long_conv"} == {
+        f"LongConvMixer(kernel={kernel})" for kernel in LONG_KERNELS}  # every kernel the STAR space holds
+    altered = [{**r, "median_ms": 3 * r["median_ms"], "p95_ms": 3 * r["p95_ms"]} if r["spec"] == slow else r
+               for r in rows]
+    path = tmp_path / "altered.parquet"
+    pq.write_table(pa.Table.from_pylist(altered).replace_schema_metadata(table.schema.metadata), path)
+    model = Profile(path)
+    for row in altered:
+        if (row["unit"], row["width"], row["phase"], row["cache"]) == ("mixer:long_conv", 128, "prefill", "warm"):
+            kernel = int(row["spec"].split("=")[1].rstrip(")"))
+            case = Case("mixer:long_conv", 128, LongConvMixer(kernel=kernel), "prefill", row["tokens"])
+            assert model._unit_ms(case, "warm")[0] == pytest.approx(row["median_ms"], rel=0.05), row["spec"]
 
 
 def test_a_fit_ignores_one_far_outlier():
