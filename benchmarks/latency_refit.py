@@ -24,46 +24,14 @@ import json
 import pyarrow.parquet as pq
 
 from star.evaluators.calibration import (
-    CALIBRATION_CONTEXT,
-    CALIBRATION_PROMPT,
+    CALIBRATED_KEYS,
     RIDGE,
     cold_calibration_models,
     fit_overheads,
+    scales_of,
+    with_units,
 )
-from star.evaluators.measure import fastest
 from star.evaluators.predictor import Profile
-
-# What calibration adds to a profile on top of its unit fits: the predictor without them sums units.
-CALIBRATED = ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale")
-
-
-def units_now(profile: Profile, runs: list[dict]) -> list[dict]:
-    """The calibration runs with their unit sums recomputed by the current predictor rules."""
-    from star.arch import ArchConfig
-
-    for key in CALIBRATED:
-        profile.machine.pop(key, None)
-    out = []
-    for run in runs:
-        predicted = profile.predict(ArchConfig.from_json(run["model"]), CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
-        out.append({**run, "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"]})
-    return out
-
-
-def cold_scales_now(profile: Profile, cold_runs: dict[str, list]) -> dict[str, dict[str, float]]:
-    """calibration.cold_scales from the stored passes of the standard cold models, against the
-    predictor as it is now (with the refitted constants, as `star profile` fits them)."""
-    configs = {config.name: config for config in cold_calibration_models()}
-    scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
-    for name, runs in cold_runs.items():
-        if name not in configs:  # a caller's own cold models (tests): not known by name
-            continue
-        predicted = profile.predict(configs[name], CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
-        prefill, decode = fastest(runs)
-        width = str(configs[name].hidden_size)
-        scales["prefill"][width] = prefill / predicted["ttft_ms"]
-        scales["decode"][width] = decode / predicted["decode_ms"]
-    return scales
 
 
 def main() -> None:
@@ -76,16 +44,19 @@ def main() -> None:
     args = parser.parse_args()
     profile = Profile(args.profile)
     runs = profile.machine["calibration_runs"]
-    if args.units:
-        runs = units_now(profile, runs)
+    if args.units:  # the unit sums as the predictor computes them now
+        for key in CALIBRATED_KEYS:
+            profile.machine.pop(key, None)
+        runs = with_units(profile, runs)
     overheads, per_byte = fit_overheads(runs, profile.weight_bytes, args.ridge)
     table = pq.read_table(args.profile)
     machine = json.loads(table.schema.metadata[b"star.profile"])
     machine.update(block_overhead_ms=overheads, warm_decode_ms_per_weight_byte=per_byte, refit_ridge=args.ridge)
     if args.units:
         profile.machine.update(block_overhead_ms=overheads, warm_decode_ms_per_weight_byte=per_byte)
-        machine.update(calibration_runs=runs, cold_scale=cold_scales_now(profile, machine.get("cold_runs", {})),
-                       refit_units=True)
+        cold_runs = machine.get("cold_runs", {})  # the standard cold models' (a test's own are not known by name)
+        known = [config for config in cold_calibration_models() if config.name in cold_runs]
+        machine.update(calibration_runs=runs, cold_scale=scales_of(profile, known, cold_runs), refit_units=True)
     pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps(machine)}), args.out)
     shown = {phase: ", ".join(f"{key} {value:+.3f}" for key, value in overheads[phase].items())
              for phase in ("decode", "prefill")}

@@ -44,6 +44,9 @@ RIDGE = 100.0
 # of 10 (least squares: 10 and 8; 100: 9 and 6); eager profiles rescored on streams 27 and 28 (4
 # profiles, 3 runs each), within ±10% +1.2 points on average against one constant per block.
 PREFILL_RIDGE = 10.0
+# What calibration adds to a profile's metadata that predictions read (older profiles' single
+# constant among them): without these, a profile predicts the sum of the units alone.
+CALIBRATED_KEYS = ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale")
 
 
 def cold_calibration_models() -> list[ArchConfig]:
@@ -76,18 +79,26 @@ def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str 
     (up to `most`) until its two fastest taken while the host was quiet agree within 6%
     (`measure.measure_in_passes`), the fastest taken (`measure.fastest`).  Only models the predictor
     treats as cold on this machine count."""
-    scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
     configs = cold_models(profile_, models)
     measured = measure_in_passes(configs, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
                                  reps=3, runtime=runtime, canary_ms=canary_ms)
-    timings = measured.runs
+    cold_runs = {name: [list(t) for t in runs] for name, runs in measured.runs.items()}
+    return scales_of(profile_, configs, cold_runs), cold_runs, measured.canary_fastest(canary_ms)
+
+
+def scales_of(profile_: Profile, configs: list[ArchConfig], cold_runs: dict[str, list[list[float]]]
+              ) -> dict[str, dict[str, float]]:
+    """`cold_scales`' figures from its measurements (`cold_runs`: each model's passes), against the
+    profile's predictions as they stand: what a profile stores, and how a stored profile is refitted
+    under a changed predictor without measuring again (benchmarks/latency_refit.py)."""
+    scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
     for config in configs:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
         width = str(config.hidden_size)
-        prefill, decode = fastest(timings[config.name])
+        prefill, decode = fastest(cold_runs[config.name])
         scales["prefill"][width] = prefill / predicted["ttft_ms"]
         scales["decode"][width] = decode / predicted["decode_ms"]
-    return scales, {name: [list(t) for t in runs] for name, runs in timings.items()}, measured.canary_fastest(canary_ms)
+    return scales
 
 
 def cold_models(profile_: Profile, models: list[ArchConfig] | None = None) -> list[ArchConfig]:
@@ -124,13 +135,23 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     timings = measured.runs
     runs = []
     for config in models:
-        predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
         prefill, decode = fastest(timings[config.name])
         runs.append({"model": config.to_json(), "prefill_ms": prefill, "decode_ms": decode,
-                     "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"],
                      "rounds": [list(t) for t in timings[config.name]]})
+    runs = with_units(profile_, runs)
     overheads, per_byte = fit_overheads(runs, profile_.weight_bytes)
     return overheads, per_byte, runs, measured.canary_fastest()
+
+
+def with_units(profile_: Profile, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calibration runs with the sums of their units' timings (`units_prefill_ms`,
+    `units_decode_ms`) as `profile_` predicts them: the fixed costs are fitted to the gaps.  The
+    profile must hold no calibration (CALIBRATED_KEYS removed) for these to be the units alone."""
+    out = []
+    for run in runs:
+        predicted = profile_.predict(ArchConfig.from_json(run["model"]), CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
+        out.append({**run, "units_prefill_ms": predicted["ttft_ms"], "units_decode_ms": predicted["decode_ms"]})
+    return out
 
 
 def fit_overheads(runs: list[dict[str, Any]], weight_bytes: int, ridge: float = RIDGE,
@@ -224,8 +245,7 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     import pyarrow.parquet as pq
 
     profile_ = Profile(path)
-    # measured against the units alone
-    for key in ("overhead_ms_per_block", "block_overhead_ms", "warm_decode_ms_per_weight_byte", "cold_scale"):
+    for key in CALIBRATED_KEYS:  # measured against the units alone
         profile_.machine.pop(key, None)
     report = stage or (lambda done, what: None)
     passes, most = (2, 3) if quick else (3, 6)
