@@ -45,7 +45,16 @@ import time
 import torch
 
 from star.arch import ArchConfig
-from star.evaluators.measure import CANARY_SLOW, RUNTIMES, fastest, measure_in_passes, measure_peak_memory, quiet
+from star.evaluators.measure import (
+    CANARY_SLOW,
+    PREFILL_QUANTILE,
+    RUNTIMES,
+    fastest,
+    measure_in_passes,
+    measure_peak_memory,
+    prefill_timed_s,
+    quiet,
+)
 from star.evaluators.measure_executorch import export_programs, model_job
 from star.evaluators.predictor import load_profile
 from star.machine import cpu_kind, fingerprint
@@ -144,6 +153,7 @@ def main() -> None:
         if out:
             out.write(json.dumps({"fingerprint": here, "machine": cpu_kind(here), "seed": args.seed,
                                   "prompt": args.prompt, "context": args.context, "runtime": args.runtime,
+                                  "prefill_timing": f"{PREFILL_QUANTILE:g} quantile over {prefill_timed_s():g} s",
                                   "profiles": {n: p.machine.get("fingerprint") for n, p in profiles.items()}}) + "\n")
         runs = []
         for run in range(1, args.runs + 1):

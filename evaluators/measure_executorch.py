@@ -37,7 +37,7 @@ from star.arch import ArchConfig, BlockConfig, IdentityMixer, ShortConvMixer
 from star.errors import StarError
 
 from .features import Case
-from .measure import Grid, l2_bytes, llc_bytes, median_ms, time_calls
+from .measure import PREFILL_QUANTILE, Grid, l2_bytes, llc_bytes, prefill_timed_s, quantile_ms, time_calls
 
 UNIT_VOCAB = 512  # the vocabulary of the one-block models that hold a mixer or FFN unit (as measure._module)
 
@@ -336,8 +336,9 @@ def model_job(config: ArchConfig, prompt: int, context: int) -> ModelJob:
 
 
 def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float]:
-    """measure.measure_model's measurement in ExecuTorch, in the calling process: medians of `reps`
-    prefills and decode steps (measure.median_ms: at least MIN_TIMED_S of each) after a warm-up call.  Every step
+    """measure.measure_model's measurement in ExecuTorch, in the calling process, timed by the same
+    rules (measure.quantile_ms: prefill PREFILL_QUANTILE over prefill_timed_s(), decode the median over
+    MIN_TIMED_S) after a warm-up call.  Every step
     decodes at position `context` - 1 (rewriting one slot, attending over all `context`): the time of
     a step with the cache full, one token short of eager's measurement at `context` (its cache
     holds `context` tokens before the step), a difference of 1/context in the attention's work."""
@@ -361,7 +362,8 @@ def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> t
 
         return once
 
-    return median_ms(timed(prefill_method, [ids]), reps), median_ms(timed(decode_method, [token, position]), reps)
+    return (quantile_ms(timed(prefill_method, [ids]), reps, prefill_timed_s(), PREFILL_QUANTILE),
+            quantile_ms(timed(decode_method, [token, position]), reps))
 
 
 def prepare_process() -> None:

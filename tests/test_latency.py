@@ -18,7 +18,7 @@ from star.arch import ArchConfig
 from star.errors import StarError
 from star.evaluators.calibration import cold_calibration_models
 from star.evaluators.latency import DEVICES, predict
-from star.evaluators.measure import Grid, measure_peak_memory
+from star.evaluators.measure import Grid, measure_peak_memory, prefill_timed_s, quantile_ms
 from star.evaluators.predictor import PROFILES_DIR, Profile
 from star.evaluators.profiler import profile
 from star.machine import cpu_kind, fingerprint, fingerprint_key, kernel_differences
@@ -50,6 +50,25 @@ def tiny_profile(tmp_path_factory):
     return path
 
 
+def test_a_low_quantile_over_a_window_finds_the_quiet_speed_a_median_misses(monkeypatch):
+    """A whole-model prefill on a busy host: a slow stretch (40 ms calls) with a quiet fifth of a
+    second (25 ms) inside it.  The median of the calls is the stretch's; their 10th percentile over
+    the window is the model's own speed, and the window, not the count, decides how many are timed."""
+    calls = iter([0.050] + [0.040] * 20 + [0.025] * 8 + [0.040] * 1000)
+    assert quantile_ms(lambda: next(calls), reps=5, least_s=1.1, quantile=0.5) == pytest.approx(40.0)
+    calls = iter([0.050] + [0.040] * 20 + [0.025] * 8 + [0.040] * 1000)
+    assert quantile_ms(lambda: next(calls), reps=5, least_s=1.1, quantile=0.1) == pytest.approx(25.0)
+    calls = iter([0.050] + [0.040] * 20 + [0.025] * 8 + [0.040] * 1000)  # 0.3 s ends before the quiet spell
+    assert quantile_ms(lambda: next(calls), reps=5, least_s=0.3, quantile=0.1) == pytest.approx(40.0)
+    even = iter([0.0, 0.001, 0.004, 0.002, 0.003])  # between two calls: interpolated, as statistics.median
+    assert quantile_ms(lambda: next(even), reps=4, least_s=0.0) == pytest.approx(2.5)
+    monkeypatch.setenv("STAR_PREFILL_TIMED_S", "2")
+    assert prefill_timed_s() == 2.0
+    monkeypatch.setenv("STAR_PREFILL_TIMED_S", "two")
+    with pytest.raises(StarError, match="STAR_PREFILL_TIMED_S must be a number of seconds, got 'two'"):
+        prefill_timed_s()
+
+
 def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_profile):
     table = pq.read_table(tiny_profile)
     rows = table.to_pylist()
@@ -61,6 +80,7 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     machine = json.loads(table.schema.metadata[b"star.profile"])
     assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["grid"] == "custom"
     assert machine["fingerprint"] == fingerprint()  # the CPU kind, its kernel ISA, torch's kernels and version
+    assert machine["prefill_timing"] == "0.1 quantile over 0.3 s"  # the suite's window (conftest), recorded
     assert {r["cache"] for r in rows} == {"warm", "cold"}
     overhead = machine["block_overhead_ms"]  # measured on whole models: per mixer and FFN kind, both phases
     assert set(overhead) == {"prefill", "decode"}

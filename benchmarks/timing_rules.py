@@ -1,0 +1,188 @@
+"""Which rule inside one measuring process repeats best on a busy host?
+
+A whole-model measurement (`measure.measure_model`) runs in a fresh process and reduces many timed
+calls to one figure; `measure_in_passes` then takes the fastest of several such processes.  On a
+shared VM the host slows a process down in stretches of a fraction of a second to minutes, so the
+figure a process reports depends on what it does with its calls.  This script records every call's
+time, then compares rules on the same calls:
+
+- the median of the calls over the first 0.3 s (the rule until 2026-12-07), or over 1, 2 or 3 s;
+- the 10th percentile over 1, 2 or 3 s;
+- the fastest call, and the fastest median of 5 consecutive calls, over 1, 2 or 3 s.
+
+For each rule it prints, per phase: the share of single processes within ±10% of the model's median
+over all its processes, the spread (slowest process over fastest: median and worst over models),
+and how well the fastest of processes 1-3 agrees with the fastest of processes 4-6 (what the
+passes of `latency_accuracy.py` and of a profile's calibration rely on).  Each pass visits every
+model once, so a model's processes are spread over the whole run.
+
+    python benchmarks/timing_rules.py --sample benchmarks/latency_issue19/headline_seed32.jsonl \\
+        --models 6 --passes 6 --window 3 --out calls.jsonl
+    python benchmarks/timing_rules.py --rescore calls.jsonl
+
+The models are the proxies of an earlier `latency_accuracy.py --out` file, every `len/--models`-th
+one; prefill of 256 tokens and decode at a context of 1024, as there.  Decode steps grow the cache
+(a proxy's by about half over 3 s), so the longer windows measure decode at a longer context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from star.arch import ArchConfig
+from star.evaluators.measure import tune_allocator
+from star.machine import cpu_kind, fingerprint
+from star.model import StarLM
+
+PROMPT, CONTEXT, THREADS = 256, 1024, 2
+
+
+def record_calls(model_json: str, window_s: float, queue: multiprocessing.Queue) -> None:
+    """In a fresh process: every prefill's and then every decode step's ms over `window_s` each."""
+    torch.set_num_threads(THREADS)
+    tune_allocator()
+    config = ArchConfig.from_json(model_json)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        model = StarLM(config).eval()
+        ids = torch.randint(0, config.vocab_size, (1, PROMPT))
+
+        def prefill() -> float:  # as measure._model_and_prefill_ms times it: the state made outside
+            state = model.init_state(1)
+            began = time.perf_counter()
+            model(ids, state)
+            return time.perf_counter() - began
+
+        prefills = _calls(prefill, window_s)
+        state = model.init_state(1)
+        model(torch.randint(0, config.vocab_size, (1, CONTEXT)), state)
+        token = torch.randint(0, config.vocab_size, (1,))
+
+        def decode() -> float:
+            began = time.perf_counter()
+            model.step(token, state)
+            return time.perf_counter() - began
+
+        decodes = _calls(decode, window_s)
+    queue.put((prefills, decodes))
+
+
+def _calls(once: Callable[[], float], window_s: float) -> list[float]:
+    """ms of each call of `once` (returning the seconds it timed) for `window_s` seconds."""
+    out: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < window_s:
+        out.append(1e3 * once())
+    return out
+
+
+def record(sample: str, models: int, passes: int, window_s: float, out: str) -> None:
+    with open(sample) as f:
+        rows = [json.loads(line) for line in f][1:]
+    proxies: dict[str, str] = {}
+    for row in rows:
+        if row["kind"] == "proxy":
+            proxies.setdefault(row["name"], row["model"])
+    chosen = list(proxies.items())[:: max(1, len(proxies) // models)][:models]
+    context = multiprocessing.get_context("spawn")
+    with open(out, "w") as f:
+        f.write(json.dumps({"machine": cpu_kind(fingerprint()), "sample": sample, "window_s": window_s,
+                            "prompt": PROMPT, "context": CONTEXT, "threads": THREADS}) + "\n")
+        for index in range(passes):
+            for name, model_json in chosen:
+                queue = context.Queue()
+                process = context.Process(target=record_calls, args=(model_json, window_s, queue))
+                process.start()
+                prefills, decodes = queue.get()
+                process.join()
+                f.write(json.dumps({"pass": index, "name": name, "time": time.time(),
+                                    "prefill": [round(t, 4) for t in prefills],
+                                    "decode": [round(t, 4) for t in decodes]}) + "\n")
+                f.flush()
+            print(f"pass {index + 1} of {passes} done", flush=True)
+
+
+def _first(calls: list[float], seconds: float) -> list[float]:
+    """The calls after the first (a warm-up) up to `seconds` of them."""
+    out: list[float] = []
+    for t in calls[1:]:
+        out.append(t)
+        if sum(out) >= 1e3 * seconds:
+            break
+    return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """As measure.quantile_ms computes it: interpolated between the two calls around it."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
+
+
+def _fastest_run_median(values: list[float], run: int = 5) -> float:
+    return min(statistics.median(values[i:i + run]) for i in range(max(1, len(values) - run + 1)))
+
+
+def rules() -> dict[str, Callable[[list[float]], float]]:
+    out: dict[str, Callable[[list[float]], float]] = {
+        "median 0.3 s (before)": lambda c: statistics.median(_first(c, 0.3))}
+    for seconds in (1.0, 2.0, 3.0):
+        out[f"median {seconds:.0f} s"] = lambda c, s=seconds: statistics.median(_first(c, s))
+        out[f"10th percentile {seconds:.0f} s"] = lambda c, s=seconds: _quantile(_first(c, s), 0.1)
+        out[f"fastest call {seconds:.0f} s"] = lambda c, s=seconds: min(_first(c, s))
+        out[f"fastest 5-call median {seconds:.0f} s"] = lambda c, s=seconds: _fastest_run_median(_first(c, s))
+    return out
+
+
+def rescore(path: str) -> None:
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    head, rows = lines[0], lines[1:]
+    print(f"machine: {head['machine']}; {len(rows)} processes, windows of {head['window_s']} s")
+    by_model: dict[str, list[dict]] = {}
+    for row in rows:
+        by_model.setdefault(row["name"], []).append(row)
+    for phase in ("prefill", "decode"):
+        print(f"\n{phase}: single process within ±10% of the model's median | spread, median / worst | "
+              f"fastest of processes 1-3 against 4-6, median / worst")
+        for name, rule in rules().items():
+            within, spreads, halves = [], [], []
+            for runs in by_model.values():
+                values = [rule(r[phase]) for r in runs]
+                middle = statistics.median(values)
+                within += [abs(v / middle - 1) <= 0.10 for v in values]
+                spreads.append(max(values) / min(values) - 1)
+                if len(values) >= 6:
+                    halves.append(abs(min(values[:3]) / min(values[3:6]) - 1))
+            agreement = (f"{100 * statistics.median(halves):5.1f}% / {100 * max(halves):5.1f}%" if halves
+                         else "(fewer than 6 processes)")
+            print(f"  {name:<28} {100 * sum(within) / len(within):5.1f}% | {100 * statistics.median(spreads):5.1f}% / "
+                  f"{100 * max(spreads):5.1f}% | {agreement}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", default="benchmarks/latency_issue19/headline_seed32.jsonl",
+                        help="a latency_accuracy.py --out file whose proxies are timed")
+    parser.add_argument("--models", type=int, default=6)
+    parser.add_argument("--passes", type=int, default=6, help="fresh processes per model (6 for the halves)")
+    parser.add_argument("--window", type=float, default=3.0, help="seconds of prefills, then of decode steps")
+    parser.add_argument("--out", default="timing_rules.jsonl")
+    parser.add_argument("--rescore", metavar="FILE", help="measure nothing: compare the rules on a stored --out")
+    args = parser.parse_args()
+    if not args.rescore:
+        record(args.sample, args.models, args.passes, args.window, args.out)
+    rescore(args.rescore or args.out)
+
+
+if __name__ == "__main__":
+    main()
