@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 
 from star.arch import ArchConfig
-from star.evaluators.measure import tune_allocator
+from star.evaluators.measure import quantile_of, tune_allocator
 from star.machine import cpu_kind, fingerprint
 from star.model import StarLM
 
@@ -119,15 +119,6 @@ def _first(calls: list[float], seconds: float) -> list[float]:
     return out
 
 
-def _quantile(values: list[float], q: float) -> float:
-    """As measure.quantile_ms computes it: interpolated between the two calls around it."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    below = int(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
-
-
 def _fastest_run_median(values: list[float], run: int = 5) -> float:
     return min(statistics.median(values[i:i + run]) for i in range(max(1, len(values) - run + 1)))
 
@@ -137,7 +128,7 @@ def rules() -> dict[str, Callable[[list[float]], float]]:
         "median 0.3 s (before)": lambda c: statistics.median(_first(c, 0.3))}
     for seconds in (1.0, 2.0, 3.0):
         out[f"median {seconds:.0f} s"] = lambda c, s=seconds: statistics.median(_first(c, s))
-        out[f"10th percentile {seconds:.0f} s"] = lambda c, s=seconds: _quantile(_first(c, s), 0.1)
+        out[f"10th percentile {seconds:.0f} s"] = lambda c, s=seconds: quantile_of(_first(c, s), 0.1)
         out[f"fastest call {seconds:.0f} s"] = lambda c, s=seconds: min(_first(c, s))
         out[f"fastest 5-call median {seconds:.0f} s"] = lambda c, s=seconds: _fastest_run_median(_first(c, s))
     return out

@@ -216,11 +216,16 @@ def quantile_ms(once: Callable[[], float], reps: int, least_s: float | None = No
     times: list[float] = []
     while len(times) <= reps or sum(times[1:]) < least_s:
         times.append(once())
-    timed = sorted(times[1:])
-    position = quantile * (len(timed) - 1)  # between two calls: interpolated (the median as statistics')
+    return quantile_of(times[1:], quantile) * 1e3
+
+
+def quantile_of(values: list[float], quantile: float) -> float:
+    """The `quantile` of `values`, interpolated between the two around it (0.5: statistics.median)."""
+    ordered = sorted(values)
+    position = quantile * (len(ordered) - 1)
     below = int(position)
-    above = min(below + 1, len(timed) - 1)
-    return (timed[below] + (position - below) * (timed[above] - timed[below])) * 1e3
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
 
 
 MIN_TIMED_S = 0.3  # a whole-model median covers at least this much time: a proxy decodes in ~6 ms

@@ -17,27 +17,15 @@ def short_prefill_window():
     """Whole-model prefills are timed over 0.3 s, not 2 s (measure.prefill_timed_s): the suite's
     profiles and samples check what is computed from measurements, and the longer window, which only
     makes figures repeat better on a busy host, would add about a minute to the suite."""
-    import os
-
-    before = os.environ.get("STAR_PREFILL_TIMED_S")
-    os.environ["STAR_PREFILL_TIMED_S"] = "0.3"
-    yield
-    if before is None:
-        os.environ.pop("STAR_PREFILL_TIMED_S")
-    else:
-        os.environ["STAR_PREFILL_TIMED_S"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STAR_PREFILL_TIMED_S", "0.3")
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
 def own_cache_folder(tmp_path_factory):
     """The suite never reads or writes the user's own cache (profiles made for this machine): `star
     predict` and every subprocess see an empty cache folder of the session's own."""
-    import os
-
-    before = os.environ.get("STAR_CACHE_DIR")
-    os.environ["STAR_CACHE_DIR"] = str(tmp_path_factory.mktemp("star-cache"))
-    yield
-    if before is None:
-        os.environ.pop("STAR_CACHE_DIR")
-    else:
-        os.environ["STAR_CACHE_DIR"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STAR_CACHE_DIR", str(tmp_path_factory.mktemp("star-cache")))
+        yield
