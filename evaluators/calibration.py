@@ -234,7 +234,8 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
     - the runtime's fixed working memory on top of weights, cache and activations.
 
     `quick` (with `star profile --quick`, which passes 16 proxies) measures each proxy in two or three
-    passes and each cold model in two to four, instead of three to six.  `cold_configs` replaces the cold-cache
+    passes and each cold model in two to four, instead of three to six (twice the most for a model never
+    measured while the host ran quiet: measure.NEVER_QUIET_MOST).  `cold_configs` replaces the cold-cache
     models (cold_calibration_models).
 
     In ExecuTorch (`runtime`), every model is first lowered to a program (or taken from the cache of

@@ -315,9 +315,10 @@ def test_only_passes_made_while_the_canary_ran_quiet_settle_a_model():
     right after it; a measurement counts towards settling only where that is within 10% of the
     canary's quiet speed (its fastest reading that another repeats, or one given).  Given a fastest
     no real canary comes near, no measurement is quiet, so even a tolerance no timing can exceed
-    settles nothing and every model is measured up to the limit; given none, the canary's own
-    repeated fastest is the mark and the first passes can settle."""
-    from star.evaluators.measure import CANARY_SLOW, Passes, measure_in_passes, settled
+    settles nothing and every model is measured up to the limit, which for a model never measured
+    quiet is NEVER_QUIET_MOST times `most`; given none, the canary's own repeated fastest is the mark
+    and the first passes can settle."""
+    from star.evaluators.measure import CANARY_SLOW, NEVER_QUIET_MOST, Passes, measure_in_passes, settled
 
     lone = Passes({}, [21.8, 31.2, 33.9, 31.5, 32.0])  # one fast reading that none repeats: not the host's state
     assert lone.canary_fastest() == 31.2 and lone.canary_fastest(known=25.0) == 25.0
@@ -325,9 +326,9 @@ def test_only_passes_made_while_the_canary_ran_quiet_settle_a_model():
 
     models = [get_preset("conv-proxy"), get_preset("attention-proxy")]
     busy = measure_in_passes(models, 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1, canary_ms=1e-3)
-    assert [len(busy.runs[m.name]) for m in models] == [3, 3]
-    assert busy.canary_fastest(1e-3) == 1e-3 and len(busy.canary) == 6 + 1  # one before the first, one after each
-    order = [run for pass_ in range(3) for runs in busy.runs.values() for run in runs[pass_:pass_ + 1]]
+    assert NEVER_QUIET_MOST == 2 and [len(busy.runs[m.name]) for m in models] == [6, 6]
+    assert busy.canary_fastest(1e-3) == 1e-3 and len(busy.canary) == 12 + 1  # one before the first, one after each
+    order = [run for pass_ in range(6) for runs in busy.runs.values() for run in runs[pass_:pass_ + 1]]
     for i, run in enumerate(order):  # measured in passes: each model once per pass
         assert len(run) == 3 and run[2] == max(busy.canary[i], busy.canary[i + 1])
     quiet = measure_in_passes(models[:1], 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1)
