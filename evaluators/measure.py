@@ -381,8 +381,8 @@ CANARY_SLOW = 0.10
 # The canary's prefill: 256 tokens, the median of at least 5 calls and 0.1 s (about 0.25 s a reading
 # with the fork and the model's construction; its readings' spread on a quiet host about 2%).
 CANARY_PROMPT, CANARY_REPS, CANARY_TIMED_S = 256, 5, 0.1
-# A model with no quiet measurement among its first `most` is measured up to this many times `most`
-# (measure_in_passes).  In the ninth headline of issue 19 (2026-12-07, AVX2 Zen 4) the quick profile's
+# A model with no quiet measurement among its first `most` is measured until it has one, up to this many
+# times `most` (measure_in_passes).  In the ninth headline of issue 19 (2026-12-07, AVX2 Zen 4) the quick profile's
 # 1024-wide cold-cache model ran 4 passes, all with the canary 30-88% slow (37.9-55.0 ms against 29.2);
 # its fastest gave a prefill cold scale of 1.12 where the other profiles had 0.92-0.94, and every
 # 1024-wide model of the sample was predicted 10-16% slow.
@@ -471,8 +471,8 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
     only measurements whose canaries both prefilled within CANARY_SLOW of its quiet speed (this
     call's repeated fastest, or `canary_ms` from before: `Passes.canary_fastest`) count towards
     settling.  Each costs about 0.4 s more.  A model none of whose measurements was quiet by the
-    `most`-th is measured further, up to NEVER_QUIET_MOST times `most`: its fastest so far is a busy
-    spell's."""
+    `most`-th is measured further, until one is, up to NEVER_QUIET_MOST times `most`: its fastest so
+    far is a busy spell's."""
     result = Passes({config.name: [] for config in configs}, [])
     timings, canaries = result.runs, result.canary
     probe = canary_model() if canary else None
