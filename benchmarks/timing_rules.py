@@ -28,6 +28,7 @@ one; prefill of 256 tokens and decode at a context of 1024, as there.  Decode st
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing
 import statistics
@@ -44,8 +45,10 @@ from star.model import StarLM
 PROMPT, CONTEXT, THREADS = 256, 1024, 2
 
 
-def record_calls(model_json: str, window_s: float, queue: multiprocessing.Queue) -> None:
-    """In a fresh process: every prefill's and then every decode step's ms over `window_s` each."""
+def record_calls(model_json: str, window_s: float, burst: int, queue: multiprocessing.Queue) -> None:
+    """In a fresh process: every prefill's and then every decode step's ms over `window_s` each; with
+    `burst`, the cache is set back to the prompt's after every `burst` steps (untimed), so that every
+    step decodes at the same context."""
     torch.set_num_threads(THREADS)
     tune_allocator()
     config = ArchConfig.from_json(model_json)
@@ -65,9 +68,15 @@ def record_calls(model_json: str, window_s: float, queue: multiprocessing.Queue)
         model(torch.randint(0, config.vocab_size, (1, CONTEXT)), state)
         token = torch.randint(0, config.vocab_size, (1,))
 
+        snapshot = copy.deepcopy(state) if burst else None
+        steps = [0, state]
+
         def decode() -> float:
+            if burst and steps[0] % burst == 0:
+                steps[1] = copy.deepcopy(snapshot)
+            steps[0] += 1
             began = time.perf_counter()
-            model.step(token, state)
+            model.step(token, steps[1])
             return time.perf_counter() - began
 
         decodes = _calls(decode, window_s)
@@ -83,7 +92,7 @@ def _calls(once: Callable[[], float], window_s: float) -> list[float]:
     return out
 
 
-def record(sample: str, models: int, passes: int, window_s: float, out: str) -> None:
+def record(sample: str, models: int, passes: int, window_s: float, out: str, burst: int = 0) -> None:
     with open(sample) as f:
         rows = [json.loads(line) for line in f][1:]
     proxies: dict[str, str] = {}
@@ -94,11 +103,11 @@ def record(sample: str, models: int, passes: int, window_s: float, out: str) -> 
     context = multiprocessing.get_context("spawn")
     with open(out, "w") as f:
         f.write(json.dumps({"machine": cpu_kind(fingerprint()), "sample": sample, "window_s": window_s,
-                            "prompt": PROMPT, "context": CONTEXT, "threads": THREADS}) + "\n")
+                            "prompt": PROMPT, "context": CONTEXT, "threads": THREADS, "decode_burst": burst}) + "\n")
         for index in range(passes):
             for name, model_json in chosen:
                 queue = context.Queue()
-                process = context.Process(target=record_calls, args=(model_json, window_s, queue))
+                process = context.Process(target=record_calls, args=(model_json, window_s, burst, queue))
                 process.start()
                 prefills, decodes = queue.get()
                 process.join()
@@ -138,7 +147,9 @@ def rescore(path: str) -> None:
     with open(path) as f:
         lines = [json.loads(line) for line in f]
     head, rows = lines[0], lines[1:]
-    print(f"machine: {head['machine']}; {len(rows)} processes, windows of {head['window_s']} s")
+    burst = head.get("decode_burst", 0)
+    context = f"the cache set back every {burst} steps" if burst else "the cache growing"
+    print(f"machine: {head['machine']}; {len(rows)} processes, windows of {head['window_s']} s; decode with {context}")
     by_model: dict[str, list[dict]] = {}
     for row in rows:
         by_model.setdefault(row["name"], []).append(row)
@@ -167,11 +178,13 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=6)
     parser.add_argument("--passes", type=int, default=6, help="fresh processes per model (6 for the halves)")
     parser.add_argument("--window", type=float, default=3.0, help="seconds of prefills, then of decode steps")
+    parser.add_argument("--decode-burst", type=int, default=0,
+                        help="set the cache back to the prompt's every N decode steps (default 0: it grows)")
     parser.add_argument("--out", default="timing_rules.jsonl")
     parser.add_argument("--rescore", metavar="FILE", help="measure nothing: compare the rules on a stored --out")
     args = parser.parse_args()
     if not args.rescore:
-        record(args.sample, args.models, args.passes, args.window, args.out)
+        record(args.sample, args.models, args.passes, args.window, args.out, args.decode_burst)
     rescore(args.rescore or args.out)
 
 
