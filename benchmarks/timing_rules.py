@@ -22,7 +22,8 @@ model once, so a model's processes are spread over the whole run.
 
 The models are the proxies of an earlier `latency_accuracy.py --out` file, every `len/--models`-th
 one; prefill of 256 tokens and decode at a context of 1024, as there.  Decode steps grow the cache
-(a proxy's by about half over 3 s), so the longer windows measure decode at a longer context.
+(a proxy's by about half over 3 s), so the longer windows measure decode at a longer context,
+unless `--decode-burst N` sets the cache back to the prompt's every N steps (untimed).
 """
 
 from __future__ import annotations
