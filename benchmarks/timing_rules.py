@@ -70,14 +70,15 @@ def record_calls(model_json: str, window_s: float, burst: int, queue: multiproce
         token = torch.randint(0, config.vocab_size, (1,))
 
         snapshot = copy.deepcopy(state) if burst else None
-        steps = [0, state]
+        steps = 0
 
         def decode() -> float:
-            if burst and steps[0] % burst == 0:
-                steps[1] = copy.deepcopy(snapshot)
-            steps[0] += 1
+            nonlocal state, steps
+            if burst and steps % burst == 0:
+                state = copy.deepcopy(snapshot)
+            steps += 1
             began = time.perf_counter()
-            model.step(token, steps[1])
+            model.step(token, state)
             return time.perf_counter() - began
 
         decodes = _calls(decode, window_s)
