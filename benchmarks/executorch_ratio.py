@@ -8,7 +8,7 @@ run in ExecuTorch's runtime here:
   exported attention reads every slot up to the position (`llama::custom_sdpa`), so this is decode at
   a 4K context (slots the prompt did not write hold zeros: their contents change no timing);
 each in a fresh process (`--measure`), in `--passes` passes over both models, the fastest pass taken
-(interference on a shared machine only slows a process: evaluators/measure.py `fastest`).  The same
+(interference on a shared machine only slows a process: evaluators/measure.py `speed_of`).  The same
 run measures our eager PyTorch model the same way (`measure.measure_in_passes`, threads as
 ExecuTorch's pool has them) as the baseline, and prints both ratios beside transformers' figures
 (issue 23: 1.67x prefill, 1.72x decode) and the published "about 2x" (LFM2's sources, on CPU).
@@ -69,7 +69,7 @@ def main() -> None:
 
     import torch
 
-    from star.evaluators.measure import fastest, measure_in_passes
+    from star.evaluators.measure import measure_in_passes, speed_of
     from star.machine import cpu_kind, fingerprint
     from star.presets import get_preset
 
@@ -94,16 +94,17 @@ def main() -> None:
             runs[config.name].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"  executorch {config.name}: {runs[config.name][-1]}", flush=True)
     threads = runs[PRESETS[0]][0]["threads"]
-    executorch = {name: fastest([(r["prefill_ms"], r["decode_ms"]) for r in rs]) for name, rs in runs.items()}
-    eager_runs = measure_in_passes(configs, PROMPT, CONTEXT, passes=args.passes, most=args.passes, reps=args.reps,
-                                   threads=threads).runs
-    eager = {name: fastest(rs) for name, rs in eager_runs.items()}
+    executorch = {name: speed_of([(r["prefill_ms"], r["decode_ms"]) for r in rs]) for name, rs in runs.items()}
+    eager_passes = measure_in_passes(configs, PROMPT, CONTEXT, passes=args.passes, most=args.passes, reps=args.reps,
+                                     threads=threads)
+    eager = {name: speed_of(rs, eager_passes.canary_decode()) for name, rs in eager_passes.runs.items()}
 
     def ratios(figures: dict[str, tuple[float, float]]) -> dict[str, float]:
         lfm2, qwen3 = figures[PRESETS[0]], figures[PRESETS[1]]
         return {"prefill": qwen3[0] / lfm2[0], "decode": qwen3[1] / lfm2[1]}
 
-    print(f"\nprompt {PROMPT}, decode at context {CONTEXT}, {threads} threads, fastest of {args.passes} passes")
+    print(f"\nprompt {PROMPT}, decode at context {CONTEXT}, {threads} threads, {args.passes} passes (measure.speed_of: "
+          "the fastest; eager decode against the canary)")
     print(f"{'model':<12}{'runtime':<12}{'prefill ms':>12}{'decode ms':>11}")
     for name in PRESETS:
         for runtime, figures in (("executorch", executorch), ("eager", eager)):
@@ -116,7 +117,7 @@ def main() -> None:
         with open(args.out, "a") as f:
             f.write(json.dumps({"machine": fingerprint(), "torch": torch.__version__, "threads": threads,
                                 "prompt": PROMPT, "context": CONTEXT, "executorch_runs": runs,
-                                "eager_runs": eager_runs, "executorch_ratio": et_ratio,
+                                "eager_runs": eager_passes.runs, "executorch_ratio": et_ratio,
                                 "eager_ratio": eager_ratio, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                      time.gmtime())}) + "\n")
 

@@ -56,7 +56,8 @@ def main() -> None:
         profile.machine.update(block_overhead_ms=overheads, warm_decode_ms_per_weight_byte=per_byte)
         cold_runs = machine.get("cold_runs", {})  # the standard cold models' (a test's own are not known by name)
         known = [config for config in cold_calibration_models() if config.name in cold_runs]
-        machine.update(calibration_runs=runs, cold_scale=scales_of(profile, known, cold_runs), refit_units=True)
+        machine.update(calibration_runs=runs, refit_units=True,
+                       cold_scale=scales_of(profile, known, cold_runs, machine.get("canary_decode_ms")))
     pq.write_table(table.replace_schema_metadata({"star.profile": json.dumps(machine)}), args.out)
     shown = {phase: ", ".join(f"{key} {value:+.3f}" for key, value in overheads[phase].items())
              for phase in ("decode", "prefill")}

@@ -8,7 +8,7 @@ on whole models and fitted (`calibrate`, which `star profile` runs after timing 
   unit timings, per width (`cold_scales`), on four fixed models of 13-273 M parameters;
 - the runtime's fixed working memory on top of weights, cache and activations;
 - how far repeated measurements disagreed while calibrating (`timing_noise`), and the share of
-  calibration models whose fastest measurement was never repeated (`unsettled`): a busy machine's mark.
+  calibration models whose measurements never settled (`unsettled`): a busy machine's mark.
 
 Measuring is evaluators/measure.py's; the predictor reads what this writes into the profile.
 """
@@ -26,7 +26,7 @@ from star.scaling import LATENCY_PROXY, to_proxy
 
 from .features import block_kinds
 from .latency import peak_memory_bytes
-from .measure import fastest, measure_in_passes, measure_peak_memory, settled
+from .measure import measure_in_passes, measure_peak_memory, settled, speed_of
 from .predictor import Profile
 
 CALIBRATION_PROMPT, CALIBRATION_CONTEXT = 256, 1024
@@ -63,11 +63,12 @@ def cold_calibration_models() -> list[ArchConfig]:
 
 
 def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str = "eager",
-                models: list[ArchConfig] | None = None, canary_ms: float | None = None
-                ) -> tuple[dict[str, dict[str, float]], dict[str, list[list[float]]], float | None]:
+                models: list[ArchConfig] | None = None, canary_ms: float | None = None,
+                canary_decode_ms: float | None = None
+                ) -> tuple[dict[str, dict[str, float]], dict[str, list[list[float]]], float | None, float | None]:
     """Per phase and model width, measured whole-model time over the sum of cold unit timings; every
-    process's (prefill, decode, canary) ms per model; and the canary's fastest prefill (of these
-    measurements and `canary_ms`).
+    process's (prefill, decode, canary[, canary decode]) ms per model; and the canary's quiet prefill
+    and decode step (of these measurements and `canary_ms`, `canary_decode_ms`: measure.Passes).
 
     A unit timed alone right after a cache flush waits on memory that a whole model streams with the
     prefetchers already running, and how much that matters depends on the unit's size: one scale
@@ -77,25 +78,28 @@ def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str 
     of 1.30 and 0.87 (prefill), and the profile with 1.30 predicted 2048-wide models 24-25% slow.
     So each model is measured like the calibration proxies: in `passes` fresh processes, then more
     (up to `most`) until its two fastest taken while the host was quiet agree within 6%
-    (`measure.measure_in_passes`), the fastest taken (`measure.fastest`).  Only models the predictor
+    (`measure.measure_in_passes`), its speed taken (`measure.speed_of`).  Only models the predictor
     treats as cold on this machine count."""
     configs = cold_models(profile_, models)
     measured = measure_in_passes(configs, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
                                  reps=3, runtime=runtime, canary_ms=canary_ms)
     cold_runs = {name: [list(t) for t in runs] for name, runs in measured.runs.items()}
-    return scales_of(profile_, configs, cold_runs), cold_runs, measured.canary_fastest(canary_ms)
+    canary_decode_ms = measured.canary_decode(canary_decode_ms)
+    return (scales_of(profile_, configs, cold_runs, canary_decode_ms), cold_runs, measured.canary_fastest(canary_ms),
+            canary_decode_ms)
 
 
-def scales_of(profile_: Profile, configs: list[ArchConfig], cold_runs: dict[str, list[list[float]]]
-              ) -> dict[str, dict[str, float]]:
-    """`cold_scales`' figures from its measurements (`cold_runs`: each model's passes), against the
-    profile's predictions as they stand: what a profile stores, and how a stored profile is refitted
-    under a changed predictor without measuring again (benchmarks/latency_refit.py)."""
+def scales_of(profile_: Profile, configs: list[ArchConfig], cold_runs: dict[str, list[list[float]]],
+              canary_decode_ms: float | None = None) -> dict[str, dict[str, float]]:
+    """`cold_scales`' figures from its measurements (`cold_runs`: each model's passes; decode against
+    the canary's quiet step, `canary_decode_ms`: measure.speed_of), against the profile's predictions
+    as they stand: what a profile stores, and how a stored profile is refitted under a changed
+    predictor without measuring again (benchmarks/latency_refit.py)."""
     scales: dict[str, dict[str, float]] = {"prefill": {}, "decode": {}}
     for config in configs:
         predicted = profile_.predict(config, CALIBRATION_PROMPT, CALIBRATION_CONTEXT)
         width = str(config.hidden_size)
-        prefill, decode = fastest(cold_runs[config.name])
+        prefill, decode = speed_of(cold_runs[config.name], canary_decode_ms)
         scales["prefill"][width] = prefill / predicted["ttft_ms"]
         scales["decode"][width] = decode / predicted["decode_ms"]
     return scales
@@ -110,12 +114,12 @@ def cold_models(profile_: Profile, models: list[ArchConfig] | None = None) -> li
 
 def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3, most: int = 6,
                     runtime: str = "eager"
-                    ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]], float | None]:
+                    ) -> tuple[dict[str, dict[str, float]], float, list[dict[str, Any]], float | None, float | None]:
     """The fixed ms a block adds inside a whole model beyond its units' timings, and the extra ms per
     weight byte of a decode step, from the gaps between measured and unit-summed times of
     `models` (random proxies), each measured in at least `passes` separate passes and up to `most` where
-    their fastest two disagree (`measure_in_passes`; the fastest taken, `measure.fastest`); the
-    runs, and the canary's fastest prefill while measuring them.
+    they have not settled (`measure_in_passes`; their speed taken, `measure.speed_of`); the runs, and
+    the canary's quiet prefill and decode step while measuring them.
 
     Decode: one constant per mixer kind and per FFN kind, plus one cost per weight byte, fitted
     together by ridge regression (`RIDGE`).  A proxy's decode step is mostly Python dispatch (the
@@ -133,14 +137,15 @@ def block_overheads(profile_: Profile, models: list[ArchConfig], passes: int = 3
     measured = measure_in_passes(models, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
                                  runtime=runtime)
     timings = measured.runs
+    canary_decode_ms = measured.canary_decode()
     runs = []
     for config in models:
-        prefill, decode = fastest(timings[config.name])
+        prefill, decode = speed_of(timings[config.name], canary_decode_ms)
         runs.append({"model": config.to_json(), "prefill_ms": prefill, "decode_ms": decode,
                      "rounds": [list(t) for t in timings[config.name]]})
     runs = with_units(profile_, runs)
     overheads, per_byte = fit_overheads(runs, profile_.weight_bytes)
-    return overheads, per_byte, runs, measured.canary_fastest()
+    return overheads, per_byte, runs, measured.canary_fastest(), canary_decode_ms
 
 
 def with_units(profile_: Profile, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -200,9 +205,11 @@ def timing_noise(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def unsettled(rounds: list[list[list[float]]], canary_ms: float | None = None) -> dict[str, float]:
     """Per phase, the share of calibration models (each given as its passes' [prefill, decode(,
-    canary)] ms) that had not settled when the profile stopped measuring them (`measure.settled`:
-    the two fastest passes made while the host was quiet, by the canary against `canary_ms`, differ
-    by more than measure.SETTLED_SPREAD): models whose fitted figures may be a busy spell's.
+    canary(, canary decode))] ms) that had not settled when the profile stopped measuring them
+    (`measure.settled`: prefill, the two fastest passes made while the host was quiet, by the canary
+    against `canary_ms`, differ by more than measure.SETTLED_SPREAD; decode, likewise, or where the
+    canary's decode was timed alongside, no two ratios to it agree within that): models whose fitted
+    figures may be a busy spell's.
 
     It tells good profiles from bad where `timing_noise` does not, because the profile keeps each
     model's fastest pass: the spread of the passes says how busy the host was, this whether the
@@ -258,12 +265,12 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
         export_programs(jobs, progress=lambda done, total, what: report(
             0, f"lowering calibration models to ExecuTorch ({done}/{total}): {what}"))
     report(0, CALIBRATION_STAGES[0])
-    overhead, per_byte, runs, canary_ms = block_overheads(profile_, proxies, passes, most, runtime)
+    overhead, per_byte, runs, canary_ms, canary_decode_ms = block_overheads(profile_, proxies, passes, most, runtime)
     profile_.machine["block_overhead_ms"] = overhead
     profile_.machine["warm_decode_ms_per_weight_byte"] = per_byte
     report(1, CALIBRATION_STAGES[1])
-    cold_scale, cold_runs, canary_ms = cold_scales(profile_, passes, most + 1 if quick else most, runtime,
-                                                   cold_configs, canary_ms)
+    cold_scale, cold_runs, canary_ms, canary_decode_ms = cold_scales(
+        profile_, passes, most + 1 if quick else most, runtime, cold_configs, canary_ms, canary_decode_ms)
     report(2, CALIBRATION_STAGES[2] if runtime == "eager" else f"{CALIBRATION_STAGES[2]}: not measured in ExecuTorch")
     working = [0.0]  # ExecuTorch: not measured
     if runtime == "eager":
@@ -278,7 +285,7 @@ def calibrate(path: str, proxies: list[ArchConfig], quick: bool = False,
                    "cold_scale": cold_scale,
                    "runtime_bytes": max(0.0, float(statistics.median(working))), "timing_noise": timing_noise(runs),
                    "unsettled": unsettled([run["rounds"] for run in runs] + list(cold_runs.values()), canary_ms),
-                   "canary_ms": canary_ms}
+                   "canary_ms": canary_ms, "canary_decode_ms": canary_decode_ms}
     machine.pop("overhead_ms_per_block", None)  # the single constant of older profiles
     machine.update(calibration, calibration_runs=runs, cold_runs=cold_runs)  # the raw measurements, for inspection
     tmp = path + ".tmp"

@@ -18,6 +18,7 @@ Every figure is the median of `reps` timed calls after warm-up calls; the p95 of
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -228,27 +229,44 @@ def quantile_of(values: list[float], quantile: float) -> float:
     return ordered[below] + (position - below) * (ordered[above] - ordered[below])
 
 
-MIN_TIMED_S = 0.3  # a whole-model median covers at least this much time: a proxy decodes in ~6 ms
+MIN_TIMED_S = 0.3  # a whole-model median covers at least this much time (ExecuTorch's decode; the canary's prefill)
 # A whole model's prefill: the 10th percentile of its calls over at least 2 s.  On a busy host the
 # slow stretches last from a fraction of a second to minutes and only slow a process down; 2 s of a
 # proxy's 30 ms prefills almost always hold a quiet fifth of a second, which the low percentile finds
 # where a median of 0.3 s took whatever stretch it fell in.  Measured on 6 proxies x 6 fresh processes
 # (benchmarks/timing_rules.py, 2026-12-07): the fastest of 3 processes against the fastest of 3 others
 # differed by a median 19.7% (worst 33.0%) under the median of 0.3 s, 3.9% (worst 9.1%) under this.
-# Decode keeps the median of 0.3 s: an eager step grows the cache, so a longer window measures a longer
-# context, and its gain there was small (8.1% to 7.9%, worst 21.7% to 13.6%).
+# Decode: a longer window and a low percentile gained little there (8.1% to 7.9%, worst 21.7% to
+# 13.6%), as the spells that slow decode last longer than a window: decode is timed against the canary
+# instead (DECODE_TIMED_S).
 PREFILL_TIMED_S, PREFILL_QUANTILE = 2.0, 0.1
 
 
 def prefill_timed_s() -> float:
     """PREFILL_TIMED_S, or STAR_PREFILL_TIMED_S where set: the test suite sets 0.3 s (the window
     before), as its profiles check what is computed from measurements, not how repeatable they are on
-    a busy host; a profile records the window it was measured with (`profiler.machine_info`)."""
-    value = os.environ.get("STAR_PREFILL_TIMED_S", "")
+    a busy host; a profile records the window it was measured with (`timing_record`)."""
+    return _seconds("STAR_PREFILL_TIMED_S", PREFILL_TIMED_S)
+
+
+def decode_timed_s() -> float:
+    """DECODE_TIMED_S, or STAR_DECODE_TIMED_S where set (the test suite sets 0.3 s, as for prefill)."""
+    return _seconds("STAR_DECODE_TIMED_S", DECODE_TIMED_S)
+
+
+def _seconds(variable: str, default: float) -> float:
+    value = os.environ.get(variable, "")
     try:
-        return float(value) if value else PREFILL_TIMED_S
+        return float(value) if value else default
     except ValueError:
-        raise StarError(f"STAR_PREFILL_TIMED_S must be a number of seconds, got {value!r}") from None
+        raise StarError(f"{variable} must be a number of seconds, got {value!r}") from None
+
+
+def timing_record(runtime: str = "eager") -> dict[str, str]:
+    """How whole-model times were reduced to figures (`measure_model`), as profiles and samples record it."""
+    decode = (f"{DECODE_QUANTILE:g} quantile over {decode_timed_s():g} s, against the canary's" if runtime == "eager"
+              else f"0.5 quantile over {MIN_TIMED_S:g} s")
+    return {"prefill_timing": f"{PREFILL_QUANTILE:g} quantile over {prefill_timed_s():g} s", "decode_timing": decode}
 
 
 def _model_and_prefill_ms(config: ArchConfig, prompt: int, reps: int, least_s: float | None = None,
@@ -271,20 +289,68 @@ def _model_and_prefill_ms(config: ArchConfig, prompt: int, reps: int, least_s: f
     return model, quantile_ms(prefill, reps, least_s, quantile)
 
 
-@torch.inference_mode()
-def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float]:
-    """`measure_model`'s measurement, in the calling process."""
-    model, prefill_ms = _model_and_prefill_ms(config, prompt, reps, prefill_timed_s(), PREFILL_QUANTILE)
+# Decode is timed against the canary (`canary_model`) in the same process: bursts of the model's steps and
+# of the canary's alternate, each burst from a copy of one cached context, for at least DECODE_TIMED_S,
+# and the process reports the DECODE_QUANTILE of each one's steps.  A proxy's step (3-5 ms, mostly
+# Python dispatch) follows the host: one proxy's median over 0.3 s windows went from 3.3 to 7.4 ms
+# within a minute, and in 10 s stretches even its fastest step was 4.2-4.9 ms against 3.6 quiet, so no
+# rule inside one process finds its quiet speed in a busy spell.  The canary's steps slow with it: over
+# 6 proxies x 6 processes (2026-12-07, Zen 5, design sample), the fastest of processes 1-3 against the
+# fastest of 4-6 differed by a median 5.1% (worst 16.2%) under the median of 0.3 s; the model's 10th
+# percentile over the canary's, the median of 3 processes against the median of 3 others, by 1.9%
+# (worst 2.9%).  `speed_of` turns that ratio into ms with the canary's quiet decode speed.
+DECODE_BURST_S, DECODE_TIMED_S, DECODE_QUANTILE = 0.02, 1.0, 0.1
+
+
+def _decode_bursts(model: Any, vocab: int, context: int) -> Callable[[], list[float]]:
+    """A function timing one burst of `model`'s decode steps (at least DECODE_BURST_S, at least one
+    step), each burst from a fresh copy of one state holding `context` tokens, so that every step
+    decodes at the same context however long the measurement runs, and after one untimed step, which
+    brings the weights back into the cache after the other model's burst: without it the canary's
+    10th percentile was 6% slower after a 40 M-parameter model's bursts than after its own; with it,
+    within 1% after a proxy's, a 14 M and a 40 M model's (2026-12-07, Zen 5)."""
     state = model.init_state(1)
-    model(torch.randint(0, config.vocab_size, (1, context)), state)
-    token = torch.randint(0, config.vocab_size, (1,))
+    model(torch.randint(0, vocab, (1, context)), state)
+    token = torch.randint(0, vocab, (1,))
 
-    def decode() -> float:  # the cache grows by one per step
-        start = time.perf_counter()
-        model.step(token, state)
-        return time.perf_counter() - start
+    def burst() -> list[float]:
+        stepping = copy.deepcopy(state)
+        model.step(token, stepping)
+        times: list[float] = []
+        while sum(times) < DECODE_BURST_S:
+            start = time.perf_counter()
+            model.step(token, stepping)
+            times.append(time.perf_counter() - start)
+        return times
 
-    return prefill_ms, quantile_ms(decode, reps)
+    return burst
+
+
+def _decode_against_canary(model: Any, config: ArchConfig, context: int, reps: int) -> tuple[float, float]:
+    """(the model's, the canary's) DECODE_QUANTILE step ms, their bursts alternating for at least
+    DECODE_TIMED_S (`decode_timed_s`) and `reps` of the model's timed steps, after one untimed burst each."""
+    from star.model import StarLM
+
+    canary = canary_model()
+    torch.manual_seed(0)
+    bursts = (_decode_bursts(model, config.vocab_size, context),
+              _decode_bursts(StarLM(canary).eval(), canary.vocab_size, context))
+    times: tuple[list[float], list[float]] = ([], [])
+    for burst in bursts:
+        burst()
+    start = time.perf_counter()
+    while len(times[0]) < reps or time.perf_counter() - start < decode_timed_s():
+        for burst, kept in zip(bursts, times, strict=True):
+            kept.extend(burst())
+    return quantile_of(times[0], DECODE_QUANTILE) * 1e3, quantile_of(times[1], DECODE_QUANTILE) * 1e3
+
+
+@torch.inference_mode()
+def _timings_here(config: ArchConfig, prompt: int, context: int, reps: int) -> tuple[float, float, float]:
+    """`measure_model`'s measurement, in the calling process: (prefill ms, decode ms, the canary's
+    decode ms timed alongside)."""
+    model, prefill_ms = _model_and_prefill_ms(config, prompt, reps, prefill_timed_s(), PREFILL_QUANTILE)
+    return (prefill_ms, *_decode_against_canary(model, config, context, reps))
 
 
 def _serve_forks() -> None:
@@ -361,15 +427,16 @@ RUNTIMES = ("eager", "executorch")  # eager PyTorch (our StarLM); ExecuTorch (ev
 
 
 def measure_model(config: ArchConfig, prompt: int, context: int, reps: int = 7,
-                  threads: int | None = None, runtime: str = "eager") -> tuple[float, float]:
-    """(prefill ms, decode ms per token) of our whole model, end to end, in a fresh process, after a
-    warm-up call, with the same allocator settings as the profile: prefill the 10th percentile of at
-    least `reps` calls over 2 s (PREFILL_QUANTILE, prefill_timed_s), decode the median of at least
-    `reps` steps over 0.3 s (MIN_TIMED_S).  In ExecuTorch
-    (`runtime`), the model's program must have been exported (measure_executorch.export_programs)."""
+                  threads: int | None = None, runtime: str = "eager") -> tuple[float, ...]:
+    """(prefill ms, decode ms per token[, the canary's decode ms]) of our whole model, end to end, in a
+    fresh process, after a warm-up call, with the same allocator settings as the profile: prefill the
+    10th percentile of at least `reps` calls over 2 s (PREFILL_QUANTILE, prefill_timed_s).  Eager
+    decode: the 10th percentile of at least `reps` steps, timed in bursts alternating with the
+    canary's over 1 s (DECODE_TIMED_S), and the canary's own; `speed_of` uses their ratio.  In
+    ExecuTorch (`runtime`) decode is the median of at least `reps` steps over 0.3 s (MIN_TIMED_S), with
+    no canary, and the model's program must have been exported (measure_executorch.export_programs)."""
     timings = _timings_here if runtime == "eager" else "star.evaluators.measure_executorch:_timings_here"
-    prefill, decode = _in_fresh_process(timings, config, threads, prompt, context, reps)
-    return prefill, decode
+    return tuple(_in_fresh_process(timings, config, threads, prompt, context, reps))
 
 
 # A model is settled when the two fastest of its separate measurements are this close (relative):
@@ -405,6 +472,20 @@ def _prefill_here(config: ArchConfig, prompt: int, reps: int) -> float:
     return _model_and_prefill_ms(config, prompt, reps, CANARY_TIMED_S)[1]
 
 
+def fastest_repeated(values: list[float], known: float | None = None) -> float | None:
+    """The fastest of `values` that another repeats within SETTLED_SPREAD, or `known` where faster;
+    None before two agree (and without `known`).
+
+    A lone fast reading is not a state the host holds: in one full profile (2026-12-06, Zen 4) one
+    canary reading was 21.8 ms and the 107 others 31.2-34.0 ms, while the calibration proxies' passes
+    agreed within 2%; taken as the mark, it held every pass slow and the profile called all its
+    models unsettled."""
+    ordered = sorted(values)
+    repeated = next((a for a, b in itertools.pairwise(ordered) if b <= (1 + SETTLED_SPREAD) * a), None)
+    found = [value for value in (repeated, known) if value]
+    return min(found) if found else None
+
+
 def fastest_two_agree(values: list[float], spread: float = SETTLED_SPREAD) -> bool:
     """Whether the two fastest of one model's measurements (of one phase) are within `spread` of each
     other: false for a single measurement."""
@@ -419,35 +500,47 @@ def quiet(run: tuple[float, ...] | list[float], canary_ms: float | None) -> bool
     return len(run) < 3 or canary_ms is None or run[2] <= (1 + CANARY_SLOW) * canary_ms
 
 
+def decode_ratios(runs: list[tuple[float, ...]] | list[list[float]]) -> list[float] | None:
+    """Each measurement's decode over the canary's decode timed alongside it (its fourth figure), or
+    None where any measurement lacks one (ExecuTorch's, and those made before 2026-12-07)."""
+    if not runs or any(len(run) < 4 for run in runs):
+        return None
+    return [run[1] / run[3] for run in runs]
+
+
 def settled(runs: list[tuple[float, ...]] | list[list[float]], phase: int, canary_ms: float | None = None,
             spread: float = SETTLED_SPREAD) -> bool:
-    """Whether a model's measurements ((prefill ms, decode ms[, canary ms]) each) have settled in
-    `phase` (0 prefill, 1 decode): the two fastest of those made while the host was quiet agree within
-    `spread`.  Quiet: the canary timed around the measurement (its third figure, where it has one)
-    prefilled within CANARY_SLOW of `canary_ms`, the canary's fastest."""
+    """Whether a model's measurements ((prefill ms, decode ms[, canary ms[, canary decode ms]]) each)
+    have settled in `phase` (0 prefill, 1 decode).  Prefill, and decode without the canary's: the two
+    fastest of those made while the host was quiet agree within `spread`.  Quiet: the canary timed
+    around the measurement (its third figure, where it has one) prefilled within CANARY_SLOW of
+    `canary_ms`, the canary's fastest.  Decode against the canary: two of its ratios to the canary agree
+    within `spread`, whatever the host was doing (the ratio is what the canary is there to keep)."""
+    ratios = decode_ratios(runs) if phase == 1 else None
+    if ratios is not None:
+        ordered = sorted(ratios)
+        return any(b <= (1 + spread) * a for a, b in itertools.pairwise(ordered))
     return fastest_two_agree([r[phase] for r in runs if quiet(r, canary_ms)], spread)
 
 
 @dataclass
 class Passes:
-    """What `measure_in_passes` measured: per model, each process's (prefill ms, decode ms, canary ms),
-    the last the slower of the canary's prefills right before and right after it (absent without the
-    canary); and every canary prefill, in order."""
+    """What `measure_in_passes` measured: per model, each process's (prefill ms, decode ms, canary ms,
+    canary decode ms), the third the slower of the canary's prefills in fresh processes right before
+    and right after it (eager: all four with the canary; ExecuTorch: the first three; without the
+    canary: the first two); and every canary prefill, in order."""
     runs: dict[str, list[tuple[float, ...]]]
     canary: list[float]
 
     def canary_fastest(self, known: float | None = None) -> float | None:
-        """The canary's quiet speed: the fastest of this call's prefills that another one repeats within
-        SETTLED_SPREAD, or `known` (an earlier call's, a profile's) where faster; None before two agree.
+        """The canary's quiet prefill: the fastest of this call's prefills that another one repeats
+        (`fastest_repeated`), or `known` (an earlier call's, a profile's) where faster."""
+        return fastest_repeated(self.canary, known)
 
-        A lone fast reading is not a state the host holds: in one full profile (2026-12-06, Zen 4) one
-        reading was 21.8 ms and the 107 others 31.2-34.0 ms, while the calibration proxies' passes
-        agreed within 2%; taken as the mark, it held every pass slow and the profile called all its
-        models unsettled."""
-        ordered = sorted(self.canary)
-        repeated = next((a for a, b in itertools.pairwise(ordered) if b <= (1 + SETTLED_SPREAD) * a), None)
-        values = [value for value in (repeated, known) if value]
-        return min(values) if values else None
+    def canary_decode(self, known: float | None = None) -> float | None:
+        """The canary's quiet decode step: the fastest of its decode figures timed alongside this call's
+        models that another repeats (`fastest_repeated`), or `known` where faster."""
+        return fastest_repeated([run[3] for runs in self.runs.values() for run in runs if len(run) > 3], known)
 
 
 def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, passes: int = 3, most: int = 6,
@@ -455,7 +548,7 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
                       canary: bool = True, canary_ms: float | None = None) -> Passes:
     """`measure_model` for each of `configs`, in `passes` separate passes over all of them, then in
     further passes over those not yet `settled` (prefill or decode), up to `most` measurements each.
-    Callers take `fastest` of each model's runs.
+    Callers take `speed_of` each model's runs.
 
     A proxy's call lasts milliseconds, and interference on a shared machine comes in spells: one
     proxy prefilled in 23.5 ms for 12 s in one process and, in another, went from 24 ms to 34-40 ms
@@ -472,7 +565,9 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
     call's repeated fastest, or `canary_ms` from before: `Passes.canary_fastest`) count towards
     settling.  Each costs about 0.4 s more.  A model none of whose measurements was quiet by the
     `most`-th is measured further, until one is, up to NEVER_QUIET_MOST times `most`: its fastest so
-    far is a busy spell's."""
+    far is a busy spell's.  Eager decode is timed against the canary inside each measurement
+    (`measure_model`) and settles on two agreeing ratios; without `canary`, runs keep prefill and
+    decode only."""
     result = Passes({config.name: [] for config in configs}, [])
     timings, canaries = result.runs, result.canary
     probe = canary_model() if canary else None
@@ -493,22 +588,34 @@ def measure_in_passes(configs: list[ArchConfig], prompt: int, context: int, pass
     before = host() if probe else 0.0
     while todo := [config for config in configs if unsettled(config)]:
         for config in todo:
-            measured = measure_model(config, prompt, context, reps, threads, runtime)
+            prefill, decode, *alongside = measure_model(config, prompt, context, reps, threads, runtime)
+            measured: tuple[float, ...] = (prefill, decode)
             if probe:
                 after = host()
-                measured = (*measured, max(before, after))
+                measured = (prefill, decode, max(before, after), *alongside)
                 before = after
             timings[config.name].append(measured)
     return result
 
 
-def fastest(runs: list[tuple[float, ...]] | list[list[float]]) -> tuple[float, float]:
-    """(prefill ms, decode ms) of a model measured in several processes: the fastest of each.
+def speed_of(runs: list[tuple[float, ...]] | list[list[float]], canary_decode_ms: float | None = None
+             ) -> tuple[float, float]:
+    """(prefill ms, decode ms) of a model measured in several processes (`measure_in_passes`).
 
-    Interference on a shared machine only ever slows a process (for seconds at a time: see
-    `measure_in_passes`), so the fastest process is the model's own speed and the one figure that
-    repeats: the median of three passes took whatever share of them a busy spell had slowed."""
-    return min(r[0] for r in runs), min(r[1] for r in runs)
+    Prefill: the fastest process.  Interference on a shared machine only ever slows a process (for
+    seconds at a time: see `measure_in_passes`), so the fastest process is the model's own speed and
+    the one figure that repeats: the median of three passes took whatever share of them a busy spell
+    had slowed.  Decode, where every process timed the canary's alongside (`decode_ratios`): the
+    median ratio to the canary times the canary's quiet decode step, `canary_decode_ms`
+    (`Passes.canary_decode`); the fastest process otherwise.  A proxy's decode is slowed for longer
+    than any process lasts, so its fastest process depended on how many there were and when: in
+    issue 19's tenth headline (2026-12-07, stream 34) most proxies' fastest decode was a lone pass
+    among 6-12, 10-25% under the others, and proxies' decode moved -24% to +17% from run to run."""
+    prefill = min(r[0] for r in runs)
+    ratios = decode_ratios(runs)
+    if ratios is not None and canary_decode_ms:
+        return prefill, statistics.median(ratios) * canary_decode_ms
+    return prefill, min(r[1] for r in runs)
 
 
 def _status_bytes(key: str) -> int:

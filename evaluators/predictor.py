@@ -159,8 +159,9 @@ class Profile:
         over NOISY (calibration.timing_noise)."""
         if self.machine.get("unsettled") is not None:
             figures, limit = self.machine["unsettled"], UNSETTLED
-            what = ("of its calibration models, {shown} never repeated their fastest time while the host ran quiet "
-                    "(under {limit} when settled), so its fitted costs may be a busy spell's")
+            what = ("of its calibration models, {shown} never settled (prefill: the fastest time repeated while the "
+                    "host ran quiet; decode: the ratio to the canary repeated) (under {limit} when settled), so its "
+                    "fitted costs may be a busy spell's")
         else:
             figures, limit = self.machine.get("timing_noise") or {}, NOISY
             what = ("passes of one model differed by a median {shown} (under {limit} when idle), so its "

@@ -24,7 +24,7 @@ from star.machine import fingerprint, tune_allocator
 
 from .calibration import CALIBRATION_STAGES, calibrate
 from .features import Case, features, spec_text
-from .measure import DTYPES, FULL, PREFILL_QUANTILE, QUICK, RUNTIMES, Grid, cases, llc_bytes, measure, prefill_timed_s
+from .measure import DTYPES, FULL, QUICK, RUNTIMES, Grid, cases, llc_bytes, measure, timing_record
 
 PROFILE_FORMAT = 2  # 2: the CPU fingerprint (star.machine.fingerprint) replaces the CPU name
 # The grid is timed this many times over, and each case keeps its fastest sweep's figures.  The calls
@@ -39,7 +39,7 @@ SWEEPS = 2
 def machine_info(threads: int, dtype: str, device: str, grid: str, runtime: str = "eager") -> dict[str, Any]:
     """What a profile records about where and how it was measured; `fingerprint` decides where it applies,
     `runtime` what it times (eager PyTorch, or ExecuTorch programs and that release of it),
-    `prefill_timing` how a whole model's prefill was reduced to one figure (measure.quantile_ms)."""
+    `prefill_timing` and `decode_timing` how a whole model's times were reduced to figures (measure.timing_record)."""
     from importlib import metadata
 
     return {"fingerprint": fingerprint(), "threads": str(threads), "dtype": dtype, "device": device,
@@ -47,7 +47,7 @@ def machine_info(threads: int, dtype: str, device: str, grid: str, runtime: str 
             **({"executorch": metadata.version("executorch")} if runtime == "executorch" else {}),
             "star": metadata.version("star-nas"), "python": platform.python_version(),
             "format": str(PROFILE_FORMAT), "llc_bytes": str(llc_bytes()),
-            "prefill_timing": f"{PREFILL_QUANTILE:g} quantile over {prefill_timed_s():g} s",
+            **timing_record(runtime),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

@@ -892,8 +892,9 @@ def cmd_profile(args: argparse.Namespace) -> None:
     made = Profile(args.out)
     noise, unsettled = made.machine.get("timing_noise", {}), made.machine.get("unsettled", {})
     print(f"wrote {args.out} ({rows} measurements; {made.measured_on()}; timing noise, median spread of repeated "
-          f"whole-model measurements: {per_phase(noise) or 'not measured'}; calibration models whose fastest time "
-          f"never repeated while the host ran quiet: {per_phase(unsettled) or 'none measured'})")
+          f"whole-model measurements: {per_phase(noise) or 'not measured'}; calibration models never settled (prefill: "
+          f"fastest time repeated while the host ran quiet; decode: ratio to the canary repeated): "
+          f"{per_phase(unsettled) or 'none measured'})")
     warning = made.noise_warning()
     if warning:
         sys.stderr.write(f"star: warning: {warning}\n")

@@ -19,6 +19,7 @@ def short_prefill_window():
     makes figures repeat better on a busy host, would add about a minute to the suite."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STAR_PREFILL_TIMED_S", "0.3")
+        patch.setenv("STAR_DECODE_TIMED_S", "0.3")
         yield
 
 

@@ -4,6 +4,7 @@ import functools
 import itertools
 import json
 import random
+import statistics
 import warnings
 from itertools import pairwise
 
@@ -18,7 +19,15 @@ from star.arch import ArchConfig
 from star.errors import StarError
 from star.evaluators.calibration import cold_calibration_models
 from star.evaluators.latency import DEVICES, predict
-from star.evaluators.measure import NEVER_QUIET_MOST, Grid, measure_peak_memory, prefill_timed_s, quantile_ms, quiet
+from star.evaluators.measure import (
+    NEVER_QUIET_MOST,
+    Grid,
+    fastest_repeated,
+    measure_peak_memory,
+    prefill_timed_s,
+    quantile_ms,
+    quiet,
+)
 from star.evaluators.predictor import PROFILES_DIR, Profile
 from star.evaluators.profiler import profile
 from star.machine import cpu_kind, fingerprint, fingerprint_key, kernel_differences
@@ -80,13 +89,20 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     machine = json.loads(table.schema.metadata[b"star.profile"])
     assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["grid"] == "custom"
     assert machine["fingerprint"] == fingerprint()  # the CPU kind, its kernel ISA, torch's kernels and version
-    assert machine["prefill_timing"] == "0.1 quantile over 0.3 s"  # the suite's window (conftest), recorded
+    assert machine["prefill_timing"] == "0.1 quantile over 0.3 s"  # the suite's windows (conftest), recorded
+    assert machine["decode_timing"] == "0.1 quantile over 0.3 s, against the canary's"
     assert {r["cache"] for r in rows} == {"warm", "cold"}
     overhead = machine["block_overhead_ms"]  # measured on whole models: per mixer and FFN kind, both phases
     assert set(overhead) == {"prefill", "decode"}
     assert {"mixer:attention", "mixer:short_conv", "mixer:long_conv", "mixer:recurrence", "mixer:identity",
             "ffn:swiglu", "ffn:mlp", "ffn:none"} == set(overhead["decode"]) == set(overhead["prefill"])
     assert len(machine["calibration_runs"]) == 8  # the 4 random proxies per space it was given
+    # every eager measurement with the canary's decode alongside; its quiet step recorded for the ratios
+    assert all(len(r) == 4 for run in machine["calibration_runs"] for r in run["rounds"])
+    floors = [fastest_repeated([r[3] for r in runs]) for runs in (
+        [r for run in machine["calibration_runs"] for r in run["rounds"]],
+        [r for runs in machine["cold_runs"].values() for r in runs])]
+    assert machine["canary_decode_ms"] == min(floor for floor in floors if floor) > 0  # calibration's, cold models'
     assert isinstance(machine["warm_decode_ms_per_weight_byte"], float)
     assert 0 <= machine["runtime_bytes"] < 64 * 2**20
     for phase in ("prefill", "decode"):  # per model width, each model bigger than this machine's LLC
@@ -332,8 +348,8 @@ def test_only_passes_made_while_the_canary_ran_quiet_settle_a_model():
     assert NEVER_QUIET_MOST == 2 and [len(busy.runs[m.name]) for m in models] == [6, 6]
     assert busy.canary_fastest(1e-3) == 1e-3 and len(busy.canary) == 12 + 1  # one before the first, one after each
     order = [run for pass_ in range(6) for runs in busy.runs.values() for run in runs[pass_:pass_ + 1]]
-    for i, run in enumerate(order):  # measured in passes: each model once per pass
-        assert len(run) == 3 and run[2] == max(busy.canary[i], busy.canary[i + 1])
+    for i, run in enumerate(order):  # measured in passes: each model once per pass; the canary's decode alongside
+        assert len(run) == 4 and run[2] == max(busy.canary[i], busy.canary[i + 1]) and run[3] > 0
     quiet = measure_in_passes(models[:1], 16, 64, passes=2, most=3, spread=100.0, reps=2, threads=1)
     fastest = quiet.canary_fastest()
     ordered = sorted(quiet.canary)  # the fastest reading that another one repeats within 6%
@@ -343,7 +359,30 @@ def test_only_passes_made_while_the_canary_ran_quiet_settle_a_model():
     first_two_calm = [run for run in runs[:2] if decided is None or run[2] <= (1 + CANARY_SLOW) * decided]
     assert (len(runs) == 2) == (len(first_two_calm) >= 2), (runs, quiet.canary)
     calm = [run for run in runs if fastest is None or run[2] <= (1 + CANARY_SLOW) * fastest]
-    assert settled(runs, 0, fastest, spread=100.0) == settled(runs, 1, fastest, spread=100.0) == (len(calm) >= 2)
+    assert settled(runs, 0, fastest, spread=100.0) == (len(calm) >= 2)
+    # decode settles on its ratios to the canary's steps, quiet or not: even in the busy call
+    assert all(settled(runs, 1, 1e-3, spread=100.0) for runs in busy.runs.values())
+
+
+def test_decode_is_timed_against_the_canary_and_settles_on_the_ratio(monkeypatch):
+    """Each eager measurement times the canary's decode steps in bursts alternating with the model's;
+    the canary measured as the model decodes at its own speed, and a model's decode is the median
+    ratio to the canary times the canary's quiet step, settled when two ratios agree however slow the
+    host made the steps themselves."""
+    from star.evaluators.measure import Passes, canary_model, measure_model, settled, speed_of
+
+    monkeypatch.setenv("STAR_DECODE_TIMED_S", "1")  # the real window: the suite's 0.3 s is for other tests
+    runs = [measure_model(canary_model(), 256, 256, reps=5, threads=1) for _ in range(5)]
+    assert all(prefill > decode > 0 for prefill, decode, _ in runs)
+    # the same model twice, interleaved: measured (busy Zen 5) 17 of 18 processes within 5%, one at 0.74
+    assert statistics.median(decode / canary for _, decode, canary in runs) == pytest.approx(1.0, abs=0.1)
+    slowed = [(20.0, 4.0, 30.0, 2.0), (21.0, 6.4, 31.0, 3.2), (25.0, 9.0, 40.0, 4.0)]  # ratios 2, 2, 2.25
+    assert settled(slowed, 1) and not settled([slowed[0], slowed[2]], 1)
+    assert speed_of(slowed, 1.5) == (20.0, 3.0)  # the median ratio, 2, times the canary's quiet 1.5 ms
+    assert speed_of(slowed) == (20.0, 4.0)  # no quiet step known: the fastest
+    assert speed_of([run[:3] for run in slowed], 1.5) == (20.0, 4.0)  # no canary decode (ExecuTorch): the fastest
+    assert Passes({"a": slowed, "b": [(1.0, 1.0, 1.0, 2.1)]}, []).canary_decode() == 2.0  # repeated within 6%
+    assert Passes({"a": slowed[:1]}, []).canary_decode() is None and Passes({}, []).canary_decode(1.9) == 1.9
 
 
 def test_a_failed_measurement_is_one_error_and_the_next_one_works():
@@ -354,8 +393,8 @@ def test_a_failed_measurement_is_one_error_and_the_next_one_works():
         _in_fresh_process(measure_model, config, 1)  # measure_model's arguments are missing
     # a 256-token prompt: at the proxies' width 64 one forward pass is mostly fixed overhead, so a
     # 16-token prefill can take no longer than one decode step
-    prefill, decode = measure_model(config, 256, 64, reps=2, threads=1)
-    assert prefill > decode > 0
+    prefill, decode, canary_decode = measure_model(config, 256, 64, reps=2, threads=1)
+    assert prefill > decode > 0 and canary_decode > 0
 
 
 def test_cold_scale_is_interpolated_in_log_width(tiny_profile):
@@ -422,8 +461,9 @@ def test_a_profile_from_another_cpu_kind_is_refused_unless_named(tiny_profile, t
 
 
 def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
-    """The profile records, per phase, the share of its calibration models whose fastest time never
-    repeated while a canary model ran at its quiet speed (a quick profile times each proxy in two
+    """The profile records, per phase, the share of its calibration models that never settled (prefill:
+    the fastest time repeated while a canary model ran at its quiet speed; decode: the ratio to the
+    canary's decode timed alongside repeated) (a quick profile times each proxy in two
     passes, a third where they disagree, and keeps the fastest; each cold model in two to four; twice
     the most for a model never measured while the canary was quiet; the canary between every two);
     over 10%, every use of the profile warns in one line, and `star profile` says it at the end.  A
@@ -433,16 +473,23 @@ def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
     for run in machine["calibration_runs"]:  # a proxy none of whose first 3 passes was quiet: up to 6
         assert 2 <= len(run["rounds"]) <= NEVER_QUIET_MOST * 3
         assert len(run["rounds"]) <= 3 or not any(quiet(r, machine["canary_ms"]) for r in run["rounds"][:3])
-        assert [run["prefill_ms"], run["decode_ms"]] == [min(r[i] for r in run["rounds"]) for i in (0, 1)]
+    # prefill: the fastest pass; decode: the median ratio to the canary's decode times its quiet step
+    floor = fastest_repeated([r[3] for run in machine["calibration_runs"] for r in run["rounds"]])
+    for run in machine["calibration_runs"]:
+        ratios = [r[1] / r[3] for r in run["rounds"]]
+        assert run["prefill_ms"] == min(r[0] for r in run["rounds"])
+        assert run["decode_ms"] == pytest.approx(statistics.median(ratios) * floor)
     assert set(machine["timing_noise"]) == {"prefill", "decode"}
     assert all(value >= 0 for value in machine["timing_noise"].values())
     rounds = [run["rounds"] for run in machine["calibration_runs"]] + list(machine["cold_runs"].values())
     canary = machine["canary_ms"]
-    assert canary > 0 and all(len(r) == 3 and r[2] >= canary for runs in rounds for r in runs)
-    for i, phase in enumerate(("prefill", "decode")):  # the share of models whose two fastest quiet passes differ > 6%
-        calm = [[r[i] for r in runs if r[2] <= 1.10 * canary] for runs in rounds]
-        apart = [len(values) < 2 or sorted(values)[1] > 1.06 * min(values) for values in calm]
-        assert machine["unsettled"][phase] == pytest.approx(sum(apart) / len(rounds))
+    assert canary > 0 and all(len(r) == 4 and r[2] >= canary for runs in rounds for r in runs)
+    calm = [[r[0] for r in runs if r[2] <= 1.10 * canary] for runs in rounds]  # prefill: two fastest quiet > 6% apart
+    apart = [len(values) < 2 or sorted(values)[1] > 1.06 * min(values) for values in calm]
+    assert machine["unsettled"]["prefill"] == pytest.approx(sum(apart) / len(rounds))
+    ratios = [sorted(r[1] / r[3] for r in runs) for runs in rounds]  # decode: no two ratios within 6%
+    apart = [not any(b <= 1.06 * a for a, b in itertools.pairwise(values)) for values in ratios]
+    assert machine["unsettled"]["decode"] == pytest.approx(sum(apart) / len(rounds))
     args = ("predict", "--preset", "lfm2-proxy", "--prompt", "64", "--context", "256", "--profile")
     for name, figures, shown in (("busy", {"unsettled": 0.4}, "decode 40%"),
                                  ("older-busy", {"unsettled": None, "noise": 0.4}, "decode 40%"),
