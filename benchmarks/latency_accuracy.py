@@ -9,15 +9,17 @@ fp32 and measured on this machine with the profile's thread count (`measure.meas
 end-to-end timing the profile's calibration uses):
 - prefill: batch 1, a prompt of `--prompt` tokens (the 10th percentile of its calls over 2 s, after a
   warm-up);
-- decode: one token with `--context` tokens in the cache (the 10th percentile of its steps over 1 s,
-  in bursts alternating with a canary model's steps);
+- decode: one token with `--context` tokens in the cache (a model that fits the last-level cache: the
+  10th percentile of its steps over 1 s, in bursts alternating with a canary model's steps; a larger
+  one: the median of its steps over 0.3 s);
 each in a fresh process, in separate passes (`measure.measure_in_passes`: proxies, milliseconds per
 call, and the two presets, whose speed ratio is checked, in `--rounds` or more; full-size models in
 `--full-rounds` or one more; only passes made while the canary ran at its quiet speed count towards
 settling prefill, the quiet speed being the fastest the profiles or this run saw), and reduced as the
 profile's calibration does (`measure.speed_of`): prefill the fastest pass (interference only slows a
 process down), decode the median ratio to the canary's steps times the canary's quiet decode step
-(the fastest repeated over the profiles' calibration and this run's measurements).
+(the fastest repeated over the profiles' calibration and this run's measurements), or for a model
+too large for the cache the fastest pass.
 The predictor is `star predict` with each given profile (`--profile`, repeatable: all are checked
 against the same measurements; `--runs` measures the sample again, min/median/max printed), and the
 machine's CPU fingerprint is printed and written first in `--out`.  Printed: the share of predictions within

@@ -67,8 +67,10 @@ def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str 
                 canary_decode_ms: float | None = None
                 ) -> tuple[dict[str, dict[str, float]], dict[str, list[list[float]]], float | None, float | None]:
     """Per phase and model width, measured whole-model time over the sum of cold unit timings; every
-    process's (prefill, decode, canary[, canary decode]) ms per model; and the canary's quiet prefill
-    and decode step (of these measurements and `canary_ms`, `canary_decode_ms`: measure.Passes).
+    process's (prefill, decode, canary[, canary decode]) ms per model; the canary's quiet prefill (of
+    these measurements and `canary_ms`: measure.Passes); and the canary's decode step the decodes are
+    expressed at: `canary_decode_ms` (the calibration proxies', so that one profile has one), or these
+    measurements' quiet step where none is given.
 
     A unit timed alone right after a cache flush waits on memory that a whole model streams with the
     prefetchers already running, and how much that matters depends on the unit's size: one scale
@@ -84,7 +86,7 @@ def cold_scales(profile_: Profile, passes: int = 3, most: int = 6, runtime: str 
     measured = measure_in_passes(configs, CALIBRATION_PROMPT, CALIBRATION_CONTEXT, passes=passes, most=most,
                                  reps=3, runtime=runtime, canary_ms=canary_ms)
     cold_runs = {name: [list(t) for t in runs] for name, runs in measured.runs.items()}
-    canary_decode_ms = measured.canary_decode(canary_decode_ms)
+    canary_decode_ms = canary_decode_ms or measured.canary_decode()
     return (scales_of(profile_, configs, cold_runs, canary_decode_ms), cold_runs, measured.canary_fastest(canary_ms),
             canary_decode_ms)
 

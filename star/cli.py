@@ -181,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=THREADS, help="torch threads (default: all this process may use)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and activations (default fp32)")
     p.add_argument("--quick", action="store_true",
-                   help="a coarse grid and a lighter calibration (7.5-9 min on 2 busy cores: a Zen 4 "
-                        "with AVX2 kernels, a Zen 5 with AVX-512) instead of the full one (22-25 min there); "
-                        "good enough for search objectives")
+                   help="a coarse grid and a lighter calibration (7.5-11 min on 2 busy cores: a Zen 4 "
+                        "with AVX2 kernels, a Zen 5 with AVX-512) instead of the full one (22-25 min there "
+                        "before decode was timed against a canary, a few minutes more since); good enough for "
+                        "search objectives")
     p.add_argument("--runtime", default="eager", choices=("eager", "executorch"),
                    help="what to time: eager PyTorch (default), or ExecuTorch programs as `star export --format "
                         "executorch` writes them (needs the deploy extra; lowering the programs takes about 15 min "

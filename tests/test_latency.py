@@ -99,10 +99,9 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     assert len(machine["calibration_runs"]) == 8  # the 4 random proxies per space it was given
     # every eager measurement with the canary's decode alongside; its quiet step recorded for the ratios
     assert all(len(r) == 4 for run in machine["calibration_runs"] for r in run["rounds"])
-    floors = [fastest_repeated([r[3] for r in runs]) for runs in (
-        [r for run in machine["calibration_runs"] for r in run["rounds"]],
-        [r for runs in machine["cold_runs"].values() for r in runs])]
-    assert machine["canary_decode_ms"] == min(floor for floor in floors if floor) > 0  # calibration's, cold models'
+    # one step for the whole profile: the calibration proxies' quiet one, the cold models' decodes expressed at it
+    proxies_step = fastest_repeated([r[3] for run in machine["calibration_runs"] for r in run["rounds"]])
+    assert machine["canary_decode_ms"] == proxies_step > 0
     assert isinstance(machine["warm_decode_ms_per_weight_byte"], float)
     assert 0 <= machine["runtime_bytes"] < 64 * 2**20
     for phase in ("prefill", "decode"):  # per model width, each model bigger than this machine's LLC
@@ -481,15 +480,21 @@ def test_a_profile_made_on_a_busy_machine_says_so(tiny_profile, tmp_path):
         assert run["decode_ms"] == pytest.approx(statistics.median(ratios) * floor)
     assert set(machine["timing_noise"]) == {"prefill", "decode"}
     assert all(value >= 0 for value in machine["timing_noise"].values())
-    rounds = [run["rounds"] for run in machine["calibration_runs"]] + list(machine["cold_runs"].values())
-    canary = machine["canary_ms"]
-    assert canary > 0 and all(len(r) == 4 and r[2] >= canary for runs in rounds for r in runs)
-    calm = [[r[0] for r in runs if r[2] <= 1.10 * canary] for runs in rounds]  # prefill: two fastest quiet > 6% apart
-    apart = [len(values) < 2 or sorted(values)[1] > 1.06 * min(values) for values in calm]
-    assert machine["unsettled"]["prefill"] == pytest.approx(sum(apart) / len(rounds))
-    ratios = [sorted(r[1] / r[3] for r in runs) for runs in rounds]  # decode: no two ratios within 6%
-    apart = [not any(b <= 1.06 * a for a, b in itertools.pairwise(values)) for values in ratios]
-    assert machine["unsettled"]["decode"] == pytest.approx(sum(apart) / len(rounds))
+    proxies = [run["rounds"] for run in machine["calibration_runs"]]
+    cold = list(machine["cold_runs"].values())  # larger than the last-level cache: decode without the canary's
+    rounds, canary = proxies + cold, machine["canary_ms"]
+    assert canary > 0 and all(r[2] >= canary for runs in rounds for r in runs)
+    assert all(len(r) == 4 for runs in proxies for r in runs) and all(len(r) == 3 for runs in cold for r in runs)
+
+    def apart(values: list[float]) -> bool:  # the two fastest more than 6% apart (or fewer than two)
+        return len(values) < 2 or sorted(values)[1] > 1.06 * min(values)
+
+    calm = [[r[0] for r in runs if r[2] <= 1.10 * canary] for runs in rounds]  # prefill: the two fastest quiet ones
+    assert machine["unsettled"]["prefill"] == pytest.approx(sum(map(apart, calm)) / len(rounds))
+    ratios = [sorted(r[1] / r[3] for r in runs) for runs in proxies]  # decode: no two ratios within 6%,
+    far = [not any(b <= 1.06 * a for a, b in itertools.pairwise(values)) for values in ratios]
+    far += [apart([r[1] for r in runs if r[2] <= 1.10 * canary]) for runs in cold]  # or as prefill without them
+    assert machine["unsettled"]["decode"] == pytest.approx(sum(far) / len(rounds))
     args = ("predict", "--preset", "lfm2-proxy", "--prompt", "64", "--context", "256", "--profile")
     for name, figures, shown in (("busy", {"unsettled": 0.4}, "decode 40%"),
                                  ("older-busy", {"unsettled": None, "noise": 0.4}, "decode 40%"),
