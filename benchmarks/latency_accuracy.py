@@ -314,6 +314,8 @@ def across_runs(runs: list[list[dict]], profiles: dict, args: argparse.Namespace
             row[f"{phase}_ms"] = statistics.median(r[f"{phase}_ms"] for r in rows)
         ratios = [ratio_of(r) for r in rows]
         row["decode_ratio"] = statistics.median(ratios) if all(ratios) else None
+        row["decode_ms"] = row["decode_ms"] if all(ratios) else statistics.median(map(fastest_decode, rows))
+        row.pop("rounds", None)  # a median row's figures are the runs' medians, not one run's passes
         medians.append(row)
     measured = [rows for rows in zip(*runs, strict=True) if rows[0]["kind"] != "preset"]
     passes = all("rounds" in r for rows in runs for r in rows)  # files from before issue 19's fastest rule lack them
