@@ -264,8 +264,9 @@ def _seconds(variable: str, default: float) -> float:
 
 def timing_record(runtime: str = "eager") -> dict[str, str]:
     """How whole-model times were reduced to figures (`measure_model`), as profiles and samples record it."""
-    decode = (f"{DECODE_QUANTILE:g} quantile over {decode_timed_s():g} s, against the canary's" if runtime == "eager"
-              else f"0.5 quantile over {MIN_TIMED_S:g} s")
+    alone = f"0.5 quantile over {MIN_TIMED_S:g} s"
+    decode = (f"{DECODE_QUANTILE:g} quantile over {decode_timed_s():g} s, against the canary's, for models in the "
+              f"last-level cache; others {alone}" if runtime == "eager" else alone)
     return {"prefill_timing": f"{PREFILL_QUANTILE:g} quantile over {prefill_timed_s():g} s", "decode_timing": decode}
 
 
@@ -503,10 +504,14 @@ def fastest_repeated(values: list[float], known: float | None = None) -> float |
     canary reading was 21.8 ms and the 107 others 31.2-34.0 ms, while the calibration proxies' passes
     agreed within 2%; taken as the mark, it held every pass slow and the profile called all its
     models unsettled."""
-    ordered = sorted(values)
-    repeated = next((a for a, b in itertools.pairwise(ordered) if b <= (1 + SETTLED_SPREAD) * a), None)
-    found = [value for value in (repeated, known) if value]
+    found = [value for value in (first_repeated(values), known) if value]
     return min(found) if found else None
+
+
+def first_repeated(values: list[float], spread: float = SETTLED_SPREAD) -> float | None:
+    """The smallest of `values` that another is within `spread` of (None if no two are)."""
+    ordered = sorted(values)
+    return next((a for a, b in itertools.pairwise(ordered) if b <= (1 + spread) * a), None)
 
 
 def fastest_two_agree(values: list[float], spread: float = SETTLED_SPREAD) -> bool:
@@ -541,8 +546,7 @@ def settled(runs: list[tuple[float, ...]] | list[list[float]], phase: int, canar
     within `spread`, whatever the host was doing (the ratio is what the canary is there to keep)."""
     ratios = decode_ratios(runs) if phase == 1 else None
     if ratios is not None:
-        ordered = sorted(ratios)
-        return any(b <= (1 + spread) * a for a, b in itertools.pairwise(ordered))
+        return first_repeated(ratios, spread) is not None
     return fastest_two_agree([r[phase] for r in runs if quiet(r, canary_ms)], spread)
 
 
