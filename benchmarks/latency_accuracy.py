@@ -24,7 +24,11 @@ The predictor is `star predict` with each given profile (`--profile`, repeatable
 against the same measurements; `--runs` measures the sample again, min/median/max printed), and the
 machine's CPU fingerprint is printed and written first in `--out`.  Printed: the share of predictions within
 ±10% of the measurement, for prefill and decode separately, Kendall's tau between predicted and
-measured, and the decode/prefill speed ratio of lfm2-350m over qwen3-0.6b.
+measured, and the decode/prefill speed ratio of lfm2-350m over qwen3-0.6b.  Predictions are checked
+at the host speed each profile was made at (`truth`): a shared host's quiet speed drifts by 10% and
+more over hours, which no profile can know, so a prefill is scaled by the canary's quiet prefill in
+the profile's calibration over that in this run (`host_speed`), and a decode against the canary is
+its ratio to the canary times the profile's canary step; the figures as measured are printed beside.
 
 `--runtime executorch` measures every architecture as an ExecuTorch program instead (star export
 --format executorch's, lowered first or taken from the user's cache of programs:
@@ -55,6 +59,7 @@ from star.evaluators.measure import (
     CANARY_SLOW,
     RUNTIMES,
     decode_ratios,
+    first_repeated,
     fits_cache,
     measure_in_passes,
     measure_peak_memory,
@@ -171,6 +176,7 @@ def main() -> None:
             runs.append(rows)
             if out:
                 out.writelines(json.dumps({"run": run, **r}) + "\n" for r in rows)
+                out.flush()  # a headline stopped part way keeps its finished runs for --rescore
             for name, profile in profiles.items():
                 for key, value in accuracy(rows, name, profile, args).items():
                     summary.setdefault(f"{name} {key}", []).append(value)
@@ -222,6 +228,10 @@ def measure_sample(archs: list, profiles: dict, args: argparse.Namespace) -> lis
         print(f"  {sum(map(len, measured.runs.values()))} measurements, {len(slow)} of them in a slow stretch (the "
               f"canary over its fastest, {mark}, + {100 * CANARY_SLOW:.0f}%)", flush=True)
         repeats |= measured.runs
+    host_ms = host_speed([p for runs in repeats.values() for p in runs])
+    if host_ms:
+        print(f"the host's speed in this run: the canary's quiet prefill {host_ms:.2f} ms (its readings around the "
+              "passes, the fastest that another repeats)", flush=True)
     rows = []
     for i, (kind, config) in enumerate(archs):
         rounds = repeats[config.name]
@@ -229,7 +239,8 @@ def measure_sample(archs: list, profiles: dict, args: argparse.Namespace) -> lis
         row = {"kind": kind, "name": config.name, "params": config.params(), "prefill_ms": prefill,
                "decode_ms": decode, "decode_ratio": decode_ratio(rounds), "passes": len(rounds),
                "rounds": [list(r) for r in rounds],
-               "canary_ms": args.canary_ms, "canary_decode_ms": args.canary_decode_ms, "model": config.to_json()}
+               "canary_ms": args.canary_ms, "canary_decode_ms": args.canary_decode_ms, "host_ms": host_ms,
+               "model": config.to_json()}
         rows.append(predict_row(row, profiles, args))
         shown = "  ".join(f"{name}: {p['prefill_ms']:9.2f} / {p['decode_ms']:8.3f}"
                           for name, p in row["predicted"].items())
@@ -258,16 +269,41 @@ def fastest_decode(row: dict) -> float:
     return min(r[1] for r in row["rounds"]) if row.get("rounds") else row["decode_ms"]
 
 
+def host_speed(rounds: list) -> float | None:
+    """The host's speed over some passes as the canary read it: the fastest of the canary's prefills
+    timed around them (each pass's third figure, the slower of the readings right before and right
+    after it) that another repeats within 6% (`measure.first_repeated`).  None where the passes carry
+    no canary readings (files from before 2026-12-06) or no two agree.  One estimator for a sample's
+    run and for a profile's calibration (`profile_host_speed`), so that their quotient is the host's
+    drift between the two and nothing else."""
+    readings = [p[2] for p in rounds if len(p) > 2]
+    return first_repeated(readings) if readings else None
+
+
+def profile_host_speed(profile) -> float | None:
+    """`host_speed` over the passes of a profile's calibration (proxies and cold-cache models)."""
+    machine = profile.machine
+    rounds = [p for run in machine.get("calibration_runs", []) for p in run.get("rounds", [])]
+    rounds += [p for runs in (machine.get("cold_runs") or {}).values() for p in runs]
+    return host_speed(rounds)
+
+
 def truth(row: dict, phase: str, profile) -> float:
-    """The measured figure a profile's prediction of `phase` is checked against.  Prefill: the fastest
-    pass.  Decode, where measured against the canary: the model's ratio to the canary's decode step
-    times that step as the profile recorded it (`canary_decode_ms`), i.e. the model's decode at the
-    host speed the profile was calibrated at.  On a shared host the canary's own step moved from 3.5-4
-    ms to 2.3 ms and back within a quarter of an hour (2026-12-07, docs/benchmarks.md) while every
-    model's ratio to it held: the absolute decode of that quarter hour is the host's state, not the
-    model's, and `row["decode_ms"]` (at the quietest canary step known) is printed beside it."""
+    """The measured figure a profile's prediction of `phase` is checked against: the model's speed at
+    the host speed the profile was calibrated at.  A shared host's quiet speed drifts over hours:
+    the canary's quiet prefill was 20.3 ms while one profile was made (17:29) and 18.2 ms while a
+    sample was measured an hour later (2026-12-07, docs/benchmarks.md), and that profile predicted
+    every proxy of the sample 8-23% slow; no profile can know the host's state of a later hour.
+    Prefill: the fastest pass, times the profile's `host_speed` over the run's (`row["host_ms"]`);
+    as measured where either is unknown.  Decode, where measured against the canary: the model's
+    ratio to the canary's decode step times that step as the profile recorded it
+    (`canary_decode_ms`); the canary's own step moved from 3.5-4 ms to 2.3 ms and back within a
+    quarter of an hour while every model's ratio to it held.  A model too large for the cache: its
+    fastest decode pass, as measured (its slow spells are not the canary's: `measure.fits_cache`).
+    The figures as measured are printed beside (`accuracy`)."""
     if phase == "prefill":
-        return row["prefill_ms"]
+        here, there = row.get("host_ms"), profile_host_speed(profile)
+        return row["prefill_ms"] * there / here if here and there else row["prefill_ms"]
     ratio, step = ratio_of(row), profile.machine.get("canary_decode_ms")
     return ratio * step if ratio and step else fastest_decode(row)
 
@@ -292,7 +328,11 @@ def rescore(path: str, profiles: dict, args: argparse.Namespace) -> None:
     runs = []
     for run in sorted({line["run"] for line in lines[1:]}):
         print(f"\nrun {run}")
-        runs.append([predict_row(line, profiles, args) for line in lines[1:] if line["run"] == run])
+        rows = [line for line in lines[1:] if line["run"] == run]
+        host_ms = host_speed([p for row in rows for p in row.get("rounds", [])])
+        for row in rows:  # files from before 2026-12-07 (evening) lack it; the same estimator as measure_sample's
+            row.setdefault("host_ms", host_ms)
+        runs.append([predict_row(row, profiles, args) for row in rows])
         for name, profile in profiles.items():
             accuracy(runs[-1], name, profile, args)
     if len(runs) > 1:
@@ -312,6 +352,8 @@ def across_runs(runs: list[list[dict]], profiles: dict, args: argparse.Namespace
         row = dict(rows[0])
         for phase in ("prefill", "decode"):
             row[f"{phase}_ms"] = statistics.median(r[f"{phase}_ms"] for r in rows)
+        if all(r.get("host_ms") for r in rows):  # each run's prefill at the first run's host speed
+            row["prefill_ms"] = statistics.median(r["prefill_ms"] * row["host_ms"] / r["host_ms"] for r in rows)
         ratios = [ratio_of(r) for r in rows]
         row["decode_ratio"] = statistics.median(ratios) if all(ratios) else None
         row["decode_ms"] = row["decode_ms"] if all(ratios) else statistics.median(map(fastest_decode, rows))
@@ -373,6 +415,11 @@ def accuracy(rows: list[dict], name: str, profile, args: argparse.Namespace) -> 
     figures = {}
     checks = [("prefill", "prefill", lambda r: truth(r, "prefill", profile)),
               ("decode", "decode", lambda r: truth(r, "decode", profile))]
+    here, there = sample[0].get("host_ms"), profile_host_speed(profile)
+    if here and there:
+        checks.append(("prefill", "prefill as measured", lambda r: r["prefill_ms"]))
+        print(f"  prefill checked at the profile's host speed: the canary's quiet prefill {there:.2f} ms there, "
+              f"{here:.2f} ms here ({100 * (there / here - 1):+.1f}%)")
     steps = [r["canary_decode_ms"] for r in sample if ratio_of(r) and r.get("canary_decode_ms")]
     if steps and profile.machine.get("canary_decode_ms"):  # the same predictions at the quietest canary step known
         quietest = min(steps)
