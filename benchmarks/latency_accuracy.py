@@ -291,9 +291,9 @@ def profile_host_speed(profile) -> float | None:
 def truth(row: dict, phase: str, profile) -> float:
     """The measured figure a profile's prediction of `phase` is checked against: the model's speed at
     the host speed the profile was calibrated at.  A shared host's quiet speed drifts over hours:
-    the canary's quiet prefill was 20.3 ms while one profile was made (17:29) and 18.2 ms while a
-    sample was measured an hour later (2026-12-07, docs/benchmarks.md), and that profile predicted
-    every proxy of the sample 8-23% slow; no profile can know the host's state of a later hour.
+    the canary's quiet prefill (`host_speed`) was 20.8 ms around one profile's calibration (17:26-17:37)
+    and 18.4 ms around a sample measured an hour later (2026-12-07, docs/benchmarks.md), and that
+    profile predicted every proxy of the sample 8-23% slow; no profile can know a later hour's host.
     Prefill: the fastest pass, times the profile's `host_speed` over the run's (`row["host_ms"]`);
     as measured where either is unknown.  Decode, where measured against the canary: the model's
     ratio to the canary's decode step times that step as the profile recorded it
