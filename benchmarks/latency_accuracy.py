@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import random
 import statistics
@@ -280,8 +281,10 @@ def host_speed(rounds: list) -> float | None:
     return first_repeated(readings) if readings else None
 
 
+@functools.cache
 def profile_host_speed(profile) -> float | None:
-    """`host_speed` over the passes of a profile's calibration (proxies and cold-cache models)."""
+    """`host_speed` over the passes of a profile's calibration (proxies and cold-cache models); once
+    per profile, not once per row checked (`truth`)."""
     machine = profile.machine
     rounds = [p for run in machine.get("calibration_runs", []) for p in run.get("rounds", [])]
     rounds += [p for runs in (machine.get("cold_runs") or {}).values() for p in runs]

@@ -286,8 +286,8 @@ def test_a_profiled_setting_is_predicted_by_its_own_rows(tiny_profile, tmp_path)
 
     The long convolutions' timings are replaced by exact lines, one rate per FLOP per kernel (4x apart
     from the shortest to the longest): a line through a busy host's medians need not pass within 5%
-    of each (a 128-tap row of one tiny profile missed by 22%: two lengths whose medians fell out of
-    order leave a flat line), and what is under test is whose rows predict a setting, not the host."""
+    of each (a 128-tap row of one tiny profile measured on a busy host missed by 22%), and what is
+    under test is whose rows predict a setting, not the host."""
     from star.arch import LongConvMixer
     from star.evaluators.features import Case
     from star.search_spaces.star import LONG_KERNELS
