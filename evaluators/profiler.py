@@ -24,22 +24,16 @@ from star.machine import fingerprint, tune_allocator
 
 from .calibration import CALIBRATION_STAGES, calibrate
 from .features import Case, features, spec_text
-from .measure import DTYPES, FULL, QUICK, RUNTIMES, Grid, cases, llc_bytes, measure, timing_record
+from .measure import DTYPES, FULL, QUICK, RUNTIMES, SWEEPS, Grid, cases, llc_bytes, measure, timing_record
 
 PROFILE_FORMAT = 2  # 2: the CPU fingerprint (star.machine.fingerprint) replaces the CPU name
-# The grid is timed this many times over, and each case keeps its fastest sweep's figures.  The calls
-# of one case follow each other within milliseconds, so a spell of interference on a shared machine
-# (seconds long, slowing a process by up to 1.9x: measure.measure_in_passes) slows every call of
-# the cases it covers, and in the quick grid a unit has two rows per width: nothing for the fit's
-# outlier rule (predictor._fit) to compare them with.  A second sweep comes 40 s (quick) to 7 min
-# (full) later, mostly outside that spell.
-SWEEPS = 2
 
 
 def machine_info(threads: int, dtype: str, device: str, grid: str, runtime: str = "eager") -> dict[str, Any]:
     """What a profile records about where and how it was measured; `fingerprint` decides where it applies,
     `runtime` what it times (eager PyTorch, or ExecuTorch programs and that release of it),
-    `prefill_timing` and `decode_timing` how a whole model's times were reduced to figures (measure.timing_record)."""
+    `unit_timing`, `prefill_timing` and `decode_timing` how unit and whole-model times were reduced to figures
+    (measure.timing_record)."""
     from importlib import metadata
 
     return {"fingerprint": fingerprint(), "threads": str(threads), "dtype": dtype, "device": device,

@@ -14,12 +14,14 @@ def ray_local():
 
 @pytest.fixture(scope="session", autouse=True)
 def short_prefill_window():
-    """Whole-model prefills are timed over 0.3 s, not 2 s (measure.prefill_timed_s): the suite's
-    profiles and samples check what is computed from measurements, and the longer window, which only
-    makes figures repeat better on a busy host, would add about a minute to the suite."""
+    """Whole-model prefills are timed over 0.3 s, not 2 s (measure.prefill_timed_s), and units over
+    their `reps` calls only, not 0.1 s (measure.unit_timed_s): the suite's profiles and samples check
+    what is computed from measurements, and the longer windows, which only make figures repeat better
+    on a busy host, would add minutes to the suite."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STAR_PREFILL_TIMED_S", "0.3")
         patch.setenv("STAR_DECODE_TIMED_S", "0.3")
+        patch.setenv("STAR_UNIT_TIMED_S", "0")
         yield
 
 

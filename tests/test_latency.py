@@ -5,7 +5,9 @@ import itertools
 import json
 import random
 import statistics
+import time
 import warnings
+from collections.abc import Callable
 from itertools import pairwise
 
 import pyarrow as pa
@@ -27,6 +29,8 @@ from star.evaluators.measure import (
     prefill_timed_s,
     quantile_ms,
     quiet,
+    time_calls,
+    unit_timed_s,
 )
 from star.evaluators.predictor import PROFILES_DIR, Profile
 from star.evaluators.profiler import profile
@@ -78,6 +82,28 @@ def test_a_low_quantile_over_a_window_finds_the_quiet_speed_a_median_misses(monk
         prefill_timed_s()
 
 
+def test_a_unit_keeps_the_low_quantile_of_its_calls_over_a_window_of_wall_time(monkeypatch):
+    """A unit's calls (`measure.time_calls`, 1 ms of wall time each): a busy stretch (0.3 ms calls),
+    then a quiet one (0.2 ms).  Over `reps` calls alone the figure is the stretch's; over 0.05 s of
+    wall time (the L2 flushes between calls count, as in a profile) the 10th percentile is the quiet
+    speed.  Without a window, the median of `reps` calls, as ExecuTorch units are timed."""
+
+    def calls() -> Callable[[], float]:
+        values = iter([0.0003] * 6 + [0.0002] * 8 + [0.0003] * 1000)
+
+        def once() -> float:
+            time.sleep(0.001)
+            return next(values)
+        return once
+
+    assert time_calls(calls(), reps=5, warmup=1, least_s=0.0, quantile=0.1) == pytest.approx((0.3, 0.3))
+    quantile, p95 = time_calls(calls(), reps=5, warmup=1, least_s=0.05, quantile=0.1)
+    assert quantile == pytest.approx(0.2) and p95 == pytest.approx(0.3)
+    assert time_calls(calls(), reps=9, warmup=1)[0] == pytest.approx(0.3)  # 5 busy calls of 9
+    monkeypatch.setenv("STAR_UNIT_TIMED_S", "0.1")
+    assert unit_timed_s() == 0.1
+
+
 def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_profile):
     table = pq.read_table(tiny_profile)
     rows = table.to_pylist()
@@ -90,6 +116,7 @@ def test_profile_measures_every_unit_and_phase_and_records_the_machine(tiny_prof
     assert machine["threads"] == "1" and machine["dtype"] == "fp32" and machine["grid"] == "custom"
     assert machine["fingerprint"] == fingerprint()  # the CPU kind, its kernel ISA, torch's kernels and version
     assert machine["prefill_timing"] == "0.1 quantile over 0.3 s"  # the suite's windows (conftest), recorded
+    assert machine["unit_timing"] == "0.1 quantile over 0 s, fastest of 3 sweeps"
     assert machine["decode_timing"] == ("0.1 quantile over 0.3 s, against the canary's, for models in the last-level "
                                         "cache; others 0.5 quantile over 0.3 s")
     assert {r["cache"] for r in rows} == {"warm", "cold"}
