@@ -182,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and activations (default fp32)")
     p.add_argument("--quick", action="store_true",
                    help="a coarse grid and a lighter calibration (7.5-11 min on 2 busy cores: a Zen 4 "
-                        "with AVX2 kernels, a Zen 5 with AVX-512) instead of the full one (22-25 min there "
-                        "before decode was timed against a canary, 37 min since on a busy Zen 5); good enough for "
+                        "with AVX2 kernels, a Zen 5 with AVX-512; 15 min on that Zen 5 since units are timed over "
+                        "windows in three sweeps) instead of the full one (22-25 min there before decode was timed "
+                        "against a canary, 37 min since on a busy Zen 5, before the unit windows); good enough for "
                         "search objectives")
     p.add_argument("--runtime", default="eager", choices=("eager", "executorch"),
                    help="what to time: eager PyTorch (default), or ExecuTorch programs as `star export --format "

@@ -83,22 +83,27 @@ def test_a_low_quantile_over_a_window_finds_the_quiet_speed_a_median_misses(monk
 
 
 def test_a_unit_keeps_the_low_quantile_of_its_calls_over_a_window_of_wall_time(monkeypatch):
-    """A unit's calls (`measure.time_calls`, 1 ms of wall time each): a busy stretch (0.3 ms calls),
-    then a quiet one (0.2 ms).  Over `reps` calls alone the figure is the stretch's; over 0.05 s of
-    wall time (the L2 flushes between calls count, as in a profile) the 10th percentile is the quiet
-    speed.  Without a window, the median of `reps` calls, as ExecuTorch units are timed."""
+    """A unit's calls (`measure.time_calls`), each taking 1 ms of wall time on a clock the test keeps: a
+    busy stretch (0.3 ms calls), then a quiet one (0.2 ms).  Over `reps` calls alone the figure is the
+    stretch's; over 0.05 s of wall time (the L2 flushes between calls count, as in a profile) the 10th
+    percentile is the quiet speed.  Without a window, the median of `reps` calls, as ExecuTorch units
+    are timed."""
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
 
     def calls() -> Callable[[], float]:
         values = iter([0.0003] * 6 + [0.0002] * 8 + [0.0003] * 1000)
 
         def once() -> float:
-            time.sleep(0.001)
+            clock[0] += 0.001
             return next(values)
         return once
 
     assert time_calls(calls(), reps=5, warmup=1, least_s=0.0, quantile=0.1) == pytest.approx((0.3, 0.3))
+    start = clock[0]
     quantile, p95 = time_calls(calls(), reps=5, warmup=1, least_s=0.05, quantile=0.1)
     assert quantile == pytest.approx(0.2) and p95 == pytest.approx(0.3)
+    assert clock[0] - start == pytest.approx(0.051)  # the warm-up call, then 50 timed in 0.05 s
     assert time_calls(calls(), reps=9, warmup=1)[0] == pytest.approx(0.3)  # 5 busy calls of 9
     monkeypatch.setenv("STAR_UNIT_TIMED_S", "0.1")
     assert unit_timed_s() == 0.1
