@@ -152,18 +152,27 @@ def rescore(rows: list[dict]) -> None:
 
 
 def read_rows(path: str) -> list[dict]:
-    """An --out file's rows (gzip-compressed where the name ends in .gz)."""
+    """An --out file's rows (gzip-compressed where the name ends in .gz), each process's calls as
+    (seconds since the case began, ms) pairs again (`write_rows`)."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt") as f:
-        return [json.loads(line) for line in f]
+        rows = [json.loads(line) for line in f]
+    for row in rows:
+        for key in ("calls", "reference"):
+            row[key] = [[[at / 1e4, ms / 1e4] for at, ms in zip(calls["at_e4"], calls["ms_e4"], strict=True)]
+                        for calls in row[key]]
+    return rows
 
 
 def write_rows(path: str, rows: list[dict]) -> None:
-    """Write `rows` as JSON lines, times rounded to 0.1 us (gzip-compressed where the name ends in .gz)."""
+    """Write `rows` as JSON lines (gzip-compressed where the name ends in .gz), each process's calls as
+    two lists of integers, in units of 0.1 ms (`at_e4`: since the case began) and 0.1 us (`ms_e4`: the
+    call): under half the size of the pairs as decimals, so that a 6-process run stays under 2 MiB."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "wt") as f:
         for row in rows:
-            kept = {**row, **{key: [[[round(at, 4), round(ms, 4)] for at, ms in calls] for calls in row[key]]
+            kept = {**row, **{key: [{"at_e4": [round(at * 1e4) for at, _ in calls],
+                                     "ms_e4": [round(ms * 1e4) for _, ms in calls]} for calls in row[key]]
                               for key in ("calls", "reference")}}
             f.write(json.dumps(kept, separators=(",", ":")) + "\n")
 
