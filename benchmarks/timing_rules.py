@@ -20,10 +20,11 @@ model once, so a model's processes are spread over the whole run.
         --models 6 --passes 6 --window 3 --out calls.jsonl
     python benchmarks/timing_rules.py --rescore calls.jsonl
 
-The models are the proxies of an earlier `latency_accuracy.py --out` file, every `len/--models`-th
-one; prefill of 256 tokens and decode at a context of 1024, as there.  Decode steps grow the cache
-(a proxy's by about half over 3 s), so the longer windows measure decode at a longer context,
-unless `--decode-burst N` sets the cache back to the prompt's every N steps (untimed).
+The models are the proxies (or with `--kind full` the full-size models) of an earlier
+`latency_accuracy.py --out` file, every `len/--models`-th one; prefill of 256 tokens and decode at
+a context of 1024, as there.  Decode steps grow the cache (a proxy's by about half over 3 s), so the
+longer windows measure decode at a longer context, unless `--decode-burst N` sets the cache back to
+the prompt's every N steps (untimed).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ from star.model import StarLM
 PROMPT, CONTEXT, THREADS = 256, 1024, 2
 
 
-def record_calls(model_json: str, window_s: float, burst: int, queue: multiprocessing.Queue) -> None:
+def record_calls(model_json: str, window_s: float, burst: int, canary_mib: int, queue: multiprocessing.Queue) -> None:
     """In a fresh process: every prefill's and then every decode step's ms over `window_s` each; with
     `burst`, the cache is set back to the prompt's after every `burst` steps (untimed), so that every
-    step decodes at the same context."""
+    step decodes at the same context.  With `canary_mib`, each decode step is followed by a burst of a
+    memory-bound canary (`memory_canary`) lasting about as long, whose calls' median is kept per step."""
     torch.set_num_threads(THREADS)
     tune_allocator()
     config = ArchConfig.from_json(model_json)
@@ -81,8 +83,34 @@ def record_calls(model_json: str, window_s: float, burst: int, queue: multiproce
             model.step(token, state)
             return time.perf_counter() - began
 
-        decodes = _calls(decode, window_s)
-    queue.put((prefills, decodes))
+        if not canary_mib:
+            queue.put((prefills, _calls(decode, window_s), []))
+            return
+        canary = memory_canary(canary_mib)
+        decodes, canaries = [], []
+        start = time.perf_counter()
+        while time.perf_counter() - start < window_s:
+            decodes.append(1e3 * decode())
+            calls = [1e3 * canary()]
+            while sum(calls) < decodes[-1]:
+                calls.append(1e3 * canary())
+            canaries.append(statistics.median(calls))
+    queue.put((prefills, decodes, canaries))
+
+
+def memory_canary(mib: int) -> Callable[[], float]:
+    """A call timing one matrix-vector product over `mib` MiB of fp32 weights (1024 wide), far beyond the
+    last-level cache: what a large model's decode step does for each of its layers, without the model.
+    It returns the seconds the call took."""
+    weight = torch.randn(mib * 2**20 // (4 * 1024), 1024)
+    vector = torch.randn(1, 1024)
+
+    def once() -> float:
+        began = time.perf_counter()
+        torch.nn.functional.linear(vector, weight)
+        return time.perf_counter() - began
+
+    return once
 
 
 def _calls(once: Callable[[], float], window_s: float) -> list[float]:
@@ -94,28 +122,31 @@ def _calls(once: Callable[[], float], window_s: float) -> list[float]:
     return out
 
 
-def record(sample: str, models: int, passes: int, window_s: float, out: str, burst: int = 0) -> None:
+def record(sample: str, models: int, passes: int, window_s: float, out: str, burst: int = 0,
+           kind: str = "proxy", max_params: float = float("inf"), canary_mib: int = 0) -> None:
     with open(sample) as f:
         rows = [json.loads(line) for line in f][1:]
-    proxies: dict[str, str] = {}
+    found: dict[str, str] = {}
     for row in rows:
-        if row["kind"] == "proxy":
-            proxies.setdefault(row["name"], row["model"])
-    chosen = list(proxies.items())[:: max(1, len(proxies) // models)][:models]
+        if row["kind"] == kind and row["params"] <= max_params:
+            found.setdefault(row["name"], row["model"])
+    chosen = list(found.items())[:: max(1, len(found) // models)][:models]
     context = multiprocessing.get_context("spawn")
     with open(out, "w") as f:
         f.write(json.dumps({"machine": cpu_kind(fingerprint()), "sample": sample, "window_s": window_s,
-                            "prompt": PROMPT, "context": CONTEXT, "threads": THREADS, "decode_burst": burst}) + "\n")
+                            "prompt": PROMPT, "context": CONTEXT, "threads": THREADS, "decode_burst": burst,
+                            "kind": kind, "memory_canary_mib": canary_mib}) + "\n")
         for index in range(passes):
             for name, model_json in chosen:
                 queue = context.Queue()
-                process = context.Process(target=record_calls, args=(model_json, window_s, burst, queue))
+                process = context.Process(target=record_calls, args=(model_json, window_s, burst, canary_mib, queue))
                 process.start()
-                prefills, decodes = queue.get()
+                prefills, decodes, canaries = queue.get()
                 process.join()
                 f.write(json.dumps({"pass": index, "name": name, "time": time.time(),
                                     "prefill": [round(t, 4) for t in prefills],
-                                    "decode": [round(t, 4) for t in decodes]}) + "\n")
+                                    "decode": [round(t, 4) for t in decodes],
+                                    "canary": [round(t, 4) for t in canaries]}) + "\n")
                 f.flush()
             print(f"pass {index + 1} of {passes} done", flush=True)
 
@@ -145,6 +176,44 @@ def rules() -> dict[str, Callable[[list[float]], float]]:
     return out
 
 
+def ratio_rules() -> dict[str, Callable[[list[float], list[float]], float]]:
+    """Rules on decode steps and the memory canary's burst after each (`--memory-canary`): the model's
+    figure over the canary's, each process's ratio to be multiplied by the canary's quiet speed."""
+    out: dict[str, Callable[[list[float], list[float]], float]] = {}
+    for seconds in (1.0, 2.0, 3.0):
+        def low(steps: list[float], canary: list[float], s: float = seconds) -> float:
+            kept = _first(steps, s)
+            return quantile_of(kept, 0.1) / quantile_of(canary[1:1 + len(kept)], 0.1)
+
+        def paired(steps: list[float], canary: list[float], s: float = seconds) -> float:
+            kept = _first(steps, s)
+            return statistics.median(a / b for a, b in zip(kept, canary[1:1 + len(kept)], strict=True))
+
+        out[f"ratio of 10th percentiles {seconds:.0f} s"] = low
+        out[f"median step/canary ratio {seconds:.0f} s"] = paired
+    return out
+
+
+def _ratio_report(by_model: dict[str, list[dict]]) -> None:
+    print("\ndecode over the memory canary: single process within ±10% of the model's median | spread, "
+          "median / worst | median of processes 1-3 against 4-6, median / worst")
+    for name, rule in ratio_rules().items():
+        within, spreads, halves = [], [], []
+        for runs in by_model.values():
+            values = [rule(r["decode"], r["canary"]) for r in runs]
+            middle = statistics.median(values)
+            within += [abs(v / middle - 1) <= 0.10 for v in values]
+            spreads.append(max(values) / min(values) - 1)
+            if len(values) >= 6:
+                halves.append(abs(statistics.median(values[:3]) / statistics.median(values[3:6]) - 1))
+        agreement = (f"{100 * statistics.median(halves):5.1f}% / {100 * max(halves):5.1f}%" if halves
+                     else "(fewer than 6 processes)")
+        print(f"  {name:<36} {100 * sum(within) / len(within):5.1f}% | {100 * statistics.median(spreads):5.1f}% / "
+              f"{100 * max(spreads):5.1f}% | {agreement}")
+    canary = [statistics.median(r["canary"]) for runs in by_model.values() for r in runs]
+    print(f"  the canary's median per process: {min(canary):.2f}-{max(canary):.2f} ms")
+
+
 def rescore(path: str) -> None:
     with open(path) as f:
         lines = [json.loads(line) for line in f]
@@ -158,6 +227,9 @@ def rescore(path: str) -> None:
     for phase in ("prefill", "decode"):
         print(f"\n{phase}: single process within ±10% of the model's median | spread, median / worst | "
               f"fastest of processes 1-3 against 4-6, median / worst")
+        if any(len(r[phase]) < 2 for r in rows):
+            print("  not compared: some processes made fewer than 2 calls in the window")
+            continue
         for name, rule in rules().items():
             within, spreads, halves = [], [], []
             for runs in by_model.values():
@@ -171,6 +243,8 @@ def rescore(path: str) -> None:
                          else "(fewer than 6 processes)")
             print(f"  {name:<28} {100 * sum(within) / len(within):5.1f}% | {100 * statistics.median(spreads):5.1f}% / "
                   f"{100 * max(spreads):5.1f}% | {agreement}")
+    if all(r.get("canary") for r in rows):
+        _ratio_report(by_model)
 
 
 def main() -> None:
@@ -182,11 +256,19 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=3.0, help="seconds of prefills, then of decode steps")
     parser.add_argument("--decode-burst", type=int, default=0,
                         help="set the cache back to the prompt's every N decode steps (default 0: it grows)")
+    parser.add_argument("--kind", choices=("proxy", "full"), default="proxy",
+                        help="which of the sample's models: its proxies, or its full-size models (out of the "
+                             "last-level cache: memory-bound decode)")
+    parser.add_argument("--max-params", type=float, default=float("inf"), help="skip larger models")
+    parser.add_argument("--memory-canary", type=int, default=0, metavar="MIB",
+                        help="follow each decode step with a burst of a matrix-vector product over MIB MiB "
+                             "(memory-bound, like a large model's step) and compare rules on their ratio")
     parser.add_argument("--out", default="timing_rules.jsonl")
     parser.add_argument("--rescore", metavar="FILE", help="measure nothing: compare the rules on a stored --out")
     args = parser.parse_args()
     if not args.rescore:
-        record(args.sample, args.models, args.passes, args.window, args.out, args.decode_burst)
+        record(args.sample, args.models, args.passes, args.window, args.out, args.decode_burst, args.kind,
+               args.max_params, args.memory_canary)
     rescore(args.rescore or args.out)
 
 
