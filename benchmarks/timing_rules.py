@@ -194,22 +194,29 @@ def ratio_rules() -> dict[str, Callable[[list[float], list[float]], float]]:
     return out
 
 
+def _print_rule(name: str, width: int, per_model: list[list[float]], combine: Callable[[list[float]], float]) -> None:
+    """One rule's line: the share of single processes within ±10% of their model's median, the spread
+    (slowest over fastest: median and worst over models), and how far `combine` of processes 1-3 is
+    from `combine` of 4-6 (median and worst over models)."""
+    within, spreads, halves = [], [], []
+    for values in per_model:
+        middle = statistics.median(values)
+        within += [abs(v / middle - 1) <= 0.10 for v in values]
+        spreads.append(max(values) / min(values) - 1)
+        if len(values) >= 6:
+            halves.append(abs(combine(values[:3]) / combine(values[3:6]) - 1))
+    agreement = (f"{100 * statistics.median(halves):5.1f}% / {100 * max(halves):5.1f}%" if halves
+                 else "(fewer than 6 processes)")
+    print(f"  {name:<{width}} {100 * sum(within) / len(within):5.1f}% | {100 * statistics.median(spreads):5.1f}% / "
+          f"{100 * max(spreads):5.1f}% | {agreement}")
+
+
 def _ratio_report(by_model: dict[str, list[dict]]) -> None:
     print("\ndecode over the memory canary: single process within ±10% of the model's median | spread, "
           "median / worst | median of processes 1-3 against 4-6, median / worst")
     for name, rule in ratio_rules().items():
-        within, spreads, halves = [], [], []
-        for runs in by_model.values():
-            values = [rule(r["decode"], r["canary"]) for r in runs]
-            middle = statistics.median(values)
-            within += [abs(v / middle - 1) <= 0.10 for v in values]
-            spreads.append(max(values) / min(values) - 1)
-            if len(values) >= 6:
-                halves.append(abs(statistics.median(values[:3]) / statistics.median(values[3:6]) - 1))
-        agreement = (f"{100 * statistics.median(halves):5.1f}% / {100 * max(halves):5.1f}%" if halves
-                     else "(fewer than 6 processes)")
-        print(f"  {name:<36} {100 * sum(within) / len(within):5.1f}% | {100 * statistics.median(spreads):5.1f}% / "
-              f"{100 * max(spreads):5.1f}% | {agreement}")
+        per_model = [[rule(r["decode"], r["canary"]) for r in runs] for runs in by_model.values()]
+        _print_rule(name, 36, per_model, statistics.median)
     canary = [statistics.median(r["canary"]) for runs in by_model.values() for r in runs]
     print(f"  the canary's median per process: {min(canary):.2f}-{max(canary):.2f} ms")
 
@@ -231,18 +238,7 @@ def rescore(path: str) -> None:
             print("  not compared: some processes made fewer than 2 calls in the window")
             continue
         for name, rule in rules().items():
-            within, spreads, halves = [], [], []
-            for runs in by_model.values():
-                values = [rule(r[phase]) for r in runs]
-                middle = statistics.median(values)
-                within += [abs(v / middle - 1) <= 0.10 for v in values]
-                spreads.append(max(values) / min(values) - 1)
-                if len(values) >= 6:
-                    halves.append(abs(min(values[:3]) / min(values[3:6]) - 1))
-            agreement = (f"{100 * statistics.median(halves):5.1f}% / {100 * max(halves):5.1f}%" if halves
-                         else "(fewer than 6 processes)")
-            print(f"  {name:<28} {100 * sum(within) / len(within):5.1f}% | {100 * statistics.median(spreads):5.1f}% / "
-                  f"{100 * max(spreads):5.1f}% | {agreement}")
+            _print_rule(name, 28, [[rule(r[phase]) for r in runs] for runs in by_model.values()], min)
     if all(r.get("canary") for r in rows):
         _ratio_report(by_model)
 
